@@ -1,0 +1,31 @@
+# make fit: set up .venv (torch's CPU build first) and train the default example.
+# make test: the same set-up, then the linter and the whole test suite.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+CONFIG ?= configs/iris.yaml
+
+.PHONY: fit test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: a bare `torch` requirement would fetch a multi-GB CUDA build
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+fit: $(VENV)/.installed
+	$(VENV)/bin/dltrain fit $(CONFIG)
+
+test: $(VENV)/.installed lint
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dltrain tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/tabular.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,28 @@
+"""dltrain: a YAML file in, a trained PyTorch model out.
+
+The Python API mirrors the command line: `dltrain.fit(config)`, `dltrain.check(config)`,
+`dltrain.evaluate(run)`, `dltrain.predict(run, table)`. Importing dltrain does not import torch;
+each function imports what it needs.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "fit": "dltrain.fit",
+    "check": "dltrain.check",
+    "evaluate": "dltrain.predict",
+    "predict": "dltrain.predict",
+    "load_config": "dltrain.config",
+}
+
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'dltrain' has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""config -> the parts of a run: encoded data, the model, the loss, the optimizer and scheduler.
+
+`fit` and `check` both start here, so what `check` prints is what `fit` trains.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dltrain.components import Component, ComponentError, bind
+from dltrain.config import LoadedConfig
+from dltrain.console import warn
+from dltrain.data.dataset import Prepared, prepare
+from dltrain.data.sources import resolve_source
+from dltrain.errors import ConfigError, DltrainError
+from dltrain.model.builder import LayerInfo, build_model, parse_layers, to_argument
+from dltrain.train.losses import LossEntry, loss_registry
+from dltrain.train.metrics import DEFAULTS, METRICS
+from dltrain.train.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class Built:
+    cfg: LoadedConfig
+    data: Prepared
+    model: nn.Sequential
+    layers: list[LayerInfo]
+    loss_entry: LossEntry
+    loss_fn: nn.Module
+    metrics: tuple[str, ...]
+
+
+@contextmanager
+def located(cfg: LoadedConfig):
+    """Errors that name a config key become config errors citing its file and line."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ComponentError as error:
+        raise cfg.error(error.path, str(error)) from None
+    except DltrainError as error:
+        if error.key:
+            raise cfg.error(error.key, str(error)) from None
+        raise
+
+
+def source_resolver(cfg: LoadedConfig):
+    def resolve(source, key: tuple):
+        try:
+            return resolve_source(source, lambda value, sub: cfg.resolve_path(value, (*key, *sub)))
+        except ValueError as error:
+            raise cfg.error(key, str(error)) from None
+
+    return resolve
+
+
+def build_loss(component: Component) -> tuple[LossEntry, nn.Module]:
+    entry = loss_registry().get(component.name)
+    extra, kwargs = bind(component, entry.signature)
+    params = {p.name: p.annotation for p in entry.signature.params}
+    return entry, entry.factory(*extra, **{k: to_argument(v, params.get(k)) for k, v in kwargs.items()})
+
+
+def metric_names(cfg: LoadedConfig, target_type: str) -> tuple[str, ...]:
+    names = tuple(cfg.config.train.metrics) if cfg.config.train.metrics is not None else DEFAULTS[target_type]
+    for name in names:
+        if target_type not in METRICS.get(name).types:
+            raise cfg.error(("train", "metrics"), f"metric '{name}' does not apply to a {target_type} target; these do: {', '.join(DEFAULTS[target_type])}")
+    monitor = cfg.config.train.monitor.split("_", 1)[1]
+    if monitor != "loss" and monitor not in names:
+        if target_type not in METRICS.get(monitor).types:
+            raise cfg.error(("train", "monitor"), f"monitor '{cfg.config.train.monitor}' does not apply to a {target_type} target; use val_loss or one of val_{', val_'.join(DEFAULTS[target_type])}")
+        names = (*names, monitor)
+    return names
+
+
+def build(cfg: LoadedConfig, data: Prepared | None = None) -> Built:
+    """Encode the data (unless given), build the model with its input sizes inferred, and the loss."""
+    with located(cfg):
+        loss_entry, loss_fn = build_loss(cfg.loss)
+        if data is None:
+            data = prepare(cfg.config.data, loss_entry, cfg.config.seed, source_resolver(cfg))
+        metrics = metric_names(cfg, data.task.target_type)
+        torch.manual_seed(cfg.config.seed)
+        model, layers = build_model(cfg.layers, data.input_spec, data.task.output_size)
+    warn_last_layer(cfg.layers, loss_entry)
+    return Built(cfg, data, model, layers, loss_entry, loss_fn, metrics)
+
+
+def warn_last_layer(layers: list[Component], loss: LossEntry) -> None:
+    """A Softmax or Sigmoid before a loss that applies it itself trains badly: say how to fix it."""
+    last = layers[-1].name if layers else ""
+    expected = loss.expected_last_layer()
+    if loss.output == "logits" and last in ("Softmax", "LogSoftmax", "Sigmoid"):
+        applies = "softmax" if loss.name == "CrossEntropyLoss" else "the sigmoid"
+        warn(
+            f"the last layer is {last}, but {loss.name} applies {applies} itself and expects raw scores "
+            f"(logits): remove the {last} layer. Predictions still come out as probabilities."
+        )
+    elif expected and last != expected:
+        warn(f"{loss.name} expects the model to end with {expected}, but its last layer is {last or 'none'}: add {expected}" + (" (dim: 1)" if expected == "LogSoftmax" else "") + " as the last layer")
+
+
+def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch: int, higher_is_better: bool):
+    with located(cfg):
+        try:
+            optimizer = build_optimizer(cfg.optimizer, model.parameters())
+        except (TypeError, ValueError) as error:
+            raise ComponentError(f"{cfg.optimizer.name}: {error}", ("optimizer",)) from None
+        scheduler = None
+        if cfg.scheduler is not None:
+            epochs = cfg.config.train.epochs
+            total = epochs if cfg.scheduler_interval == "epoch" else epochs * -(-steps_per_epoch // cfg.config.train.accumulate)
+            if cfg.scheduler.name == "ReduceLROnPlateau" and cfg.scheduler_interval == "step":
+                raise ComponentError("ReduceLROnPlateau watches the monitored value once per epoch: use interval: epoch", ("scheduler",))
+            try:
+                scheduler = build_scheduler(cfg.scheduler, optimizer, total, "max" if higher_is_better else "min")
+            except (TypeError, ValueError) as error:
+                raise ComponentError(f"{cfg.scheduler.name}: {error}", ("scheduler",)) from None
+    return optimizer, scheduler
+
+
+def parse_saved_layers(config: dict) -> list[Component]:
+    return parse_layers(config["model"]["layers"])
+

@@ -1,0 +1,188 @@
+"""The command line: parse arguments, call one library function per verb, print, pick the exit code.
+
+Only this module prints errors: a `DltrainError` is one paragraph and exit 2 (no traceback unless
+--debug). Nothing heavy is imported at the top, so `dltrain --help` answers without torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="dltrain",
+    help="Train PyTorch models from a YAML file: data, architecture and loss in one config.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _run(action: Callable[[], object]) -> None:
+    """Call the library; turn its errors into a message and an exit code."""
+    from dltrain.errors import DltrainError
+
+    try:
+        action()
+    except DltrainError as error:
+        if _state["debug"]:
+            traceback.print_exc()
+        _print_error(str(error))
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as error:  # interrupted training arrives as its own type
+        from dltrain.train.trainer import Interrupted
+
+        if isinstance(error, Interrupted):
+            raise typer.Exit(128 + error.signum) from None
+        raise
+
+
+def _print_error(message: str) -> None:
+    from dltrain.console import err
+
+    err().print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False) if "[" not in message else err().print(f"error: {message}", markup=False)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def fit(
+    args: Annotated[Optional[list[str]], typer.Argument(metavar="[CONFIG] [KEY=VALUE]...", help="A config file and overrides like optimizer.lr=0.01.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The run directory (default: runs/<name>).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from another run's weights.", metavar="RUN_OR_CKPT")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a stopped run in its own directory.", metavar="RUN")] = None,
+) -> None:
+    """Train a model from a config; write metrics and checkpoints to a run directory."""
+
+    def action():
+        from dltrain.errors import UsageError
+
+        overrides = [a for a in args or [] if "=" in a]
+        configs = [a for a in args or [] if "=" not in a]
+        if len(configs) > 1:
+            raise UsageError(f"expected one config file, found {len(configs)}: {', '.join(configs)} (overrides are KEY=VALUE)")
+        if resume is not None and (configs or out or init_from or device):
+            raise UsageError("--resume continues a run with its own config: give only train.* overrides with it")
+        if resume is None and not configs:
+            raise UsageError("give a config file (dltrain fit configs/iris.yaml), or --resume RUN")
+        if resume is None and not Path(configs[0]).exists():
+            raise UsageError(f"config file not found: {configs[0]}")
+
+        from dltrain.fit import fit as run_fit
+        from dltrain.summary import print_fit
+        from dltrain.train.trainer import Interrupted
+
+        try:
+            result = run_fit(
+                configs[0] if configs else None,
+                overrides,
+                out=out,
+                device=device,
+                init_from=init_from,
+                resume=resume,
+            )
+        except Interrupted as stop:
+            from dltrain.console import err
+
+            run = resume or "the run directory printed above"
+            err().print(f"\nstopped by {stop}: last.pt saved. Continue with: dltrain fit --resume {run}", markup=False)
+            raise
+        print_fit(result)
+
+    _run(action)
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="The config file.", show_default=False)],
+    overrides: Annotated[Optional[list[str]], typer.Argument(metavar="[KEY=VALUE]...", help="Overrides.", show_default=False)] = None,
+) -> None:
+    """Validate a config, build its data and model, print them; train nothing."""
+
+    def action():
+        from dltrain.check import check as run_check
+        from dltrain.errors import UsageError
+        from dltrain.summary import print_check
+
+        bad = [o for o in overrides or [] if "=" not in o]
+        if bad:
+            raise UsageError(f"expected KEY=VALUE overrides after the config, found {', '.join(bad)}")
+        print_check(run_check(config, overrides or []))
+
+    _run(action)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="test, val or train: the run's own split.")] = "test",
+    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate a whole table file instead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Score a trained model on its test split (or another), or on a table file."""
+
+    def action():
+        import json
+
+        from dltrain.errors import UsageError
+        from dltrain.predict import evaluate as run_evaluate
+
+        if split not in ("train", "val", "test"):
+            raise UsageError(f"--split must be train, val or test, found {split!r}")
+        result = run_evaluate(run, split, data)
+        if as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            from dltrain.summary import print_evaluation
+
+            print_evaluation(result)
+
+    _run(action)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="A table of rows to predict (the target may be absent).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV here (default: standard output).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per batch.")] = None,
+) -> None:
+    """Predict a table's rows: a CSV with the id, the prediction and each class's probability."""
+
+    def action():
+        from dltrain.predict import predict as run_predict
+
+        result = run_predict(run, input, output, batch_size)
+        if output is None:
+            sys.stdout.write(result.to_csv(index=False))
+        else:
+            from dltrain.console import note
+
+            note(f"{len(result)} predictions written to {output}")
+
+    _run(action)
+
+
+def main() -> None:
+    app(prog_name="dltrain")
+
+
+if __name__ == "__main__":
+    main()

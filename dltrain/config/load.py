@@ -1,0 +1,442 @@
+"""Load, override and validate a config; every problem is reported with its file:line and key."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dltrain.components import Component, ComponentError, parse_component, suggest
+from dltrain.config.schema import SECTIONS, ByColumn, Config, Files, Ratios, Source
+from dltrain.config.yaml import YamlError, load_yaml
+from dltrain.errors import ConfigError, Problem
+
+COMMAND_LINE = "command line"
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config, with what is needed to cite its lines and resolve its paths."""
+
+    config: Config
+    raw: dict  # as written, overrides applied
+    origin: str  # the file, or "<dict>"
+    base_dir: Path  # relative paths resolve here first, then in the current folder
+    lines: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)
+    layers: list[Component] = field(default_factory=list)
+    loss: Component | None = None
+    optimizer: Component | None = None
+    scheduler: Component | None = None
+    scheduler_interval: str = "epoch"
+
+    @property
+    def name(self) -> str:
+        if self.config.name:
+            return self.config.name
+        return Path(self.origin).stem if self.lines else "run"
+
+    def where(self, path: tuple) -> str:
+        """'file:line' of the nearest key on `path` that has a line."""
+        return where(self.lines, self.origin, path)
+
+    def problem(self, path: tuple, message: str) -> Problem:
+        return Problem(self.where(path), _dotted(path), message)
+
+    def error(self, path: tuple, message: str) -> ConfigError:
+        return ConfigError([self.problem(path, message)])
+
+    def resolve_path(self, value: str, path: tuple) -> Path:
+        """A path from the config: relative to the config's folder, then to the current folder."""
+        return resolve_path(value, self.base_dir, lambda m: self.error(path, m))
+
+    def as_run(self) -> dict:
+        """The config as run: defaults filled, overrides applied, paths absolute, `auto` kept."""
+        data = self.config.model_dump(mode="json", exclude_none=True)
+        data["name"] = self.name
+        for key in ("loss", "optimizer", "scheduler"):
+            if self.raw.get(key) is not None:
+                data[key] = copy.deepcopy(self.raw[key])
+        data["model"]["layers"] = copy.deepcopy(self.raw["model"]["layers"])
+        source = self.config.data.source
+        if source is not None:
+            data["data"]["source"] = self._absolute_source(source, ("data", "source"))
+        split = self.config.data.split
+        if isinstance(split, Files):
+            for name in ("train", "val", "test"):
+                if getattr(split, name) is not None:
+                    data["data"]["split"][name] = self._absolute_source(getattr(split, name), ("data", "split", name))
+        return data
+
+    def _absolute_source(self, source: str | Source, path: tuple) -> str | dict:
+        if isinstance(source, str):
+            return str(self.resolve_path(source, path))
+        result = source.model_dump(exclude_none=True)
+        if source.path:
+            result["path"] = str(self.resolve_path(source.path, (*path, "path")))
+        if source.url and source.url.startswith("sqlite:///"):
+            result["url"] = "sqlite:///" + str(self.resolve_path(source.url[len("sqlite:///") :], (*path, "url")))
+        return result
+
+
+def resolve_path(value: str, base_dir: Path, error) -> Path:
+    given = Path(value).expanduser()
+    if given.is_absolute():
+        if given.exists():
+            return given
+        raise error(f"file not found: {given}")
+    tried = [base_dir / given, Path.cwd() / given]
+    for candidate in tried:
+        if candidate.exists():
+            return candidate.resolve()
+    places = " or ".join(dict.fromkeys(str(t.resolve()) for t in tried))
+    raise error(f"file not found: '{value}' (looked for {places})")
+
+
+def where(lines: dict, origin: str, path: tuple) -> str:
+    for end in range(len(path), -1, -1):
+        found = lines.get(path[:end])
+        if found is not None:
+            source, line = found
+            return source if line is None else f"{source}:{line}"
+    return origin
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def parse_overrides(items: list[str]) -> tuple[list[tuple[tuple, Any]], list[Problem]]:
+    """`a.b.0=value` items -> (path, value) pairs and the problems of the items that cannot be read.
+
+    Values are read by the same YAML loader as files.
+    """
+    parsed, problems = [], []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(Problem(COMMAND_LINE, "", f"expected KEY=VALUE (like optimizer.lr=0.01), found '{item}'"))
+            continue
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        try:
+            value, _ = load_yaml(text, COMMAND_LINE)
+        except YamlError as error:
+            problems.append(Problem(COMMAND_LINE, key, f"cannot read the value '{text}': {error.problems[0].message}"))
+            continue
+        parsed.append((path, value))
+    return parsed, problems
+
+
+def _apply_override(raw: dict, path: tuple, value: Any) -> None:
+    node: Any = raw
+    for depth, part in enumerate(path[:-1]):
+        node = _step(node, part, path[: depth + 1], create=True)
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ValueError(_index_message(node, last))
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ValueError(f"{_dotted(path[:-1])} is {node!r}, which has no keys")
+
+
+def _step(node: Any, part: Any, path: tuple, create: bool) -> Any:
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        return node[part]
+    if isinstance(node, list):
+        if not isinstance(part, int) or part >= len(node):
+            raise ValueError(_index_message(node, part))
+        item = node[part]
+        if isinstance(item, str):  # `ReLU` given arguments: the one-key form
+            node[part] = item = {item: None}
+        return item
+    raise ValueError(f"{_dotted(path[:-1])} is {node!r}, which has no keys")
+
+
+def _index_message(items: list, part: Any) -> str:
+    return f"'{part}' is not an index of a list of {len(items)} items (0 to {len(items) - 1})"
+
+
+def load_config(
+    source: str | Path | dict, overrides: list[str] | None = None, origin: str | None = None
+) -> LoadedConfig:
+    """Read a config file (or a dict), apply overrides, validate. Raises ConfigError with every problem.
+
+    `origin` names a dict config in messages (a run's saved config, say).
+    """
+    if isinstance(source, dict):
+        raw, lines, origin, base = copy.deepcopy(source), {}, origin or "<dict>", Path.cwd()
+    else:
+        path = Path(source)
+        origin = str(source)
+        if not path.is_file():
+            what = "a folder, not a config file" if path.is_dir() else "not found"
+            raise ConfigError([Problem(origin, "", f"config file {what}")])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError([Problem(origin, "", f"cannot read the config: {error}")]) from None
+        try:
+            raw, line_numbers = load_yaml(text, origin)
+        except YamlError as error:
+            raise ConfigError(error.problems) from None
+        if raw is None:
+            raise ConfigError([Problem(origin, "", "the config file is empty; it needs data, model and loss")])
+        lines = {p: (origin, n) for p, n in line_numbers.items()}
+        base = path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem(where(lines, origin, ()), "", f"a config is a mapping of keys (data, model, loss, ...), found {type(raw).__name__}")])
+    parsed, problems = parse_overrides(overrides or [])
+    for path_, value in parsed:
+        try:
+            _apply_override(raw, path_, value)
+            for key in [k for k in lines if k[: len(path_)] == path_]:
+                del lines[key]
+            lines[path_] = (COMMAND_LINE, None)
+        except ValueError as error:
+            problems.append(Problem(COMMAND_LINE, _dotted(path_), str(error)))
+    if problems:
+        raise ConfigError(problems)
+    return validate(raw, lines, origin, base)
+
+
+def validate(raw: dict, lines: dict, origin: str, base: Path) -> LoadedConfig:
+    loaded = LoadedConfig(Config.model_construct(), raw, origin, base, lines)
+    problems = _unknown_keys(raw, loaded)
+    structure_ok = True
+    try:
+        loaded.config = Config.model_validate(raw)
+    except ValidationError as error:
+        problems += _pydantic_problems(error, raw, loaded)
+        structure_ok = False
+    problems += _check_components(raw, loaded)
+    if structure_ok:
+        problems += _check_values(loaded)
+    if problems:
+        raise ConfigError(_unique(problems))
+    return loaded
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def _unknown_keys(raw: Any, loaded: LoadedConfig, path: tuple = ()) -> list[Problem]:
+    models = SECTIONS.get(path)
+    if not models or not isinstance(raw, dict):
+        return []
+    allowed = list(dict.fromkeys(k for m in models for k in m.model_fields))
+    problems = []
+    for key, value in raw.items():
+        if key not in allowed:
+            hint = suggest(str(key), allowed) or ""
+            problems.append(loaded.problem((*path, key), f"unknown key '{key}'.{hint} Valid keys here: {', '.join(allowed)}"))
+        else:
+            problems += _unknown_keys(value, loaded, (*path, key))
+    return problems
+
+
+_MESSAGES = {
+    "missing": "required key is missing",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected text",
+    "list_type": "expected a list",
+    "model_type": "expected a mapping of keys",
+    "model_attributes_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys",
+    "too_short": "expected at least {min_length} item(s)",
+    "greater_than": "expected a number greater than {gt}",
+    "greater_than_equal": "expected a number of at least {ge}",
+    "less_than_equal": "expected a number of at most {le}",
+    "less_than": "expected a number less than {lt}",
+    "literal_error": "expected one of {expected}",
+}
+
+
+def _pydantic_problems(error: ValidationError, raw: dict, loaded: LoadedConfig) -> list[Problem]:
+    grouped: dict[tuple, list[dict]] = {}
+    for item in error.errors():
+        if item["type"] == "extra_forbidden":
+            continue  # reported by _unknown_keys, with suggestions
+        grouped.setdefault(_raw_path(raw, item["loc"]), []).append(item)
+    # a union's "wrong type" errors give way to a member's errors deeper in the same value
+    deeper = {p[:n] for p in grouped for n in range(len(p))}
+    problems = []
+    for path, items in grouped.items():
+        if path in deeper and all(i["type"] in _TYPE_ERRORS for i in items):
+            continue
+        messages = list(dict.fromkeys(_message(i, path) for i in items))
+        text = " or ".join(m.removeprefix("expected ") if n else m for n, m in enumerate(messages))
+        if items[0]["type"] != "missing":
+            text += f"; found {_found(items[0]['input'])}"
+        problems.append(loaded.problem(path, text))
+    return problems
+
+
+_TYPE_ERRORS = {"string_type", "model_type", "model_attributes_type", "dict_type", "list_type", "float_type", "int_type"}
+
+
+def _message(item: dict, path: tuple) -> str:
+    if item["type"] == "string_pattern_mismatch" and path[-1:] == ("device",):
+        return "expected auto, cpu, cuda, cuda:N or mps"
+    if item["type"] == "union_tag_invalid":
+        return "expected ratios {train, val, test}, {column: NAME} or files {train: PATH, ...}"
+    template = _MESSAGES.get(item["type"])
+    if template is None:
+        return item["msg"]
+    return template.format(**(item.get("ctx") or {}))
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    return repr(value)
+
+
+def _raw_path(raw: Any, loc: tuple) -> tuple:
+    """The key path of a pydantic error location, less the union member tags pydantic adds."""
+    path, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part[:1].islower() and part not in (
+            "str", "ratios", "column", "files", "float", "int", "bool", "list", "dict"
+        ):
+            path.append(part)  # a missing key
+            node = None
+    return tuple(path)
+
+
+def _check_components(raw: dict, loaded: LoadedConfig) -> list[Problem]:
+    """Layers, loss, optimizer and scheduler against their registries and constructors."""
+    from dltrain.model.builder import LayerErrors, parse_layers
+    from dltrain.train.losses import loss_registry
+    from dltrain.train.optim import SCHEDULER_INTERVALS, check_optimizer, check_scheduler, scheduler_component
+
+    problems = []
+    layers = (raw.get("model") or {}).get("layers") if isinstance(raw.get("model"), dict) else None
+    if isinstance(layers, list) and layers:
+        try:
+            loaded.layers = parse_layers(layers)
+        except LayerErrors as error:
+            problems += [loaded.problem(e.path, str(e)) for e in error.errors]
+
+    def component(key: str, check, default=None) -> Component | None:
+        value = raw.get(key, default)
+        if value is None:
+            return None
+        try:
+            parsed = parse_component(value, (key,), key)
+            return check(parsed)
+        except ComponentError as error:
+            problems.append(loaded.problem((key,), str(error)))
+            return None
+
+    def check_loss(c: Component) -> Component:
+        from dltrain.components import bind
+
+        entry = loss_registry().get(c.name)
+        bind(c, entry.signature)
+        return Component(entry.name, c.args, c.kwargs, c.path)
+
+    def check_optim(c: Component) -> Component:
+        check_optimizer(c)
+        return c
+
+    def check_sched(c: Component) -> Component:
+        c, interval = scheduler_component(c)
+        if interval not in SCHEDULER_INTERVALS:
+            raise ComponentError(f"interval must be epoch or step, found {interval!r}")
+        check_scheduler(c)
+        loaded.scheduler_interval = interval
+        return c
+
+    if "loss" in raw:
+        loaded.loss = component("loss", check_loss)
+    loaded.optimizer = component("optimizer", check_optim, {"type": "Adam", "lr": 1e-3})
+    loaded.scheduler = component("scheduler", check_sched)
+    return problems
+
+
+def _check_values(loaded: LoadedConfig) -> list[Problem]:
+    """What needs more than one key, or the file system: split ratios, sources, names."""
+    from dltrain.data.encoders import check_column_options
+    from dltrain.train.metrics import METRICS
+
+    config, problems = loaded.config, []
+    data = config.data
+    split = data.split
+    if isinstance(split, Ratios):
+        total = split.train + split.val + split.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            problems.append(loaded.problem(("data", "split"), f"the ratios must sum to 1, found {split.train} + {split.val} + {split.test} = {total:g}"))
+        if split.train == 0:
+            problems.append(loaded.problem(("data", "split", "train"), "the train ratio must be above 0"))
+    if isinstance(split, Files):
+        if data.source is not None:
+            problems.append(loaded.problem(("data", "source"), "give either data.source or files in data.split, not both"))
+        for name in ("train", "val", "test"):
+            if getattr(split, name) is not None:
+                problems += _check_source(loaded, getattr(split, name), ("data", "split", name))
+    elif data.source is None:
+        problems.append(loaded.problem(("data", "source"), "required key is missing: a table file (data/iris.csv), or {type: sql, url: ..., query: ...}"))
+    else:
+        problems += _check_source(loaded, data.source, ("data", "source"))
+    if isinstance(split, ByColumn) and split.column == data.target:
+        problems.append(loaded.problem(("data", "split", "column"), "the split column cannot be the target"))
+    if data.target is None:
+        problems.append(loaded.problem(("data", "target"), "required key is missing: the column to predict"))
+    columns = [c for c in (data.inputs or []) if not isinstance(c, str)]
+    if data.target is not None and not isinstance(data.target, str):
+        columns.append(data.target)
+    for column in columns:
+        message = check_column_options(column.type, column.model_extra or {})
+        if message:
+            index = (data.inputs or []).index(column) if column in (data.inputs or []) else None
+            path = ("data", "inputs", index) if index is not None else ("data", "target")
+            problems.append(loaded.problem(path, message))
+    train = config.train
+    no_val = isinstance(split, Ratios) and split.val == 0 or isinstance(split, Files) and split.val is None
+    for key, name in [("monitor", train.monitor)] + [("metrics", m) for m in train.metrics or []]:
+        bare = name
+        if key == "monitor":
+            if not name.startswith(("val_", "train_")):
+                problems.append(loaded.problem(("train", "monitor"), f"expected val_loss or val_<metric> (val_accuracy, val_r2, ...), found '{name}'"))
+                continue
+            bare = name.split("_", 1)[1]
+            if name.startswith("val_") and no_val:
+                problems.append(loaded.problem(("train", "monitor"), f"{name} needs a validation split: give data.split a val ratio, or monitor train_{bare}"))
+        if bare != "loss" and bare not in METRICS.entries:
+            hint = suggest(bare, METRICS.names()) or f" Known metrics: {', '.join(METRICS.names())}."
+            problems.append(loaded.problem(("train", key), f"unknown metric '{bare}'.{hint}"))
+    return problems
+
+
+def _check_source(loaded: LoadedConfig, source: str | Source, path: tuple) -> list[Problem]:
+    from dltrain.data.sources import check_source
+
+    try:
+        check_source(source, lambda value, key: loaded.resolve_path(value, (*path, *key)))
+    except ConfigError as error:
+        return error.problems
+    except ValueError as error:
+        return [loaded.problem(path, str(error))]
+    return []

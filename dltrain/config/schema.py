@@ -1,0 +1,144 @@
+"""The config format as typed objects: defaults, types and bounds; validated by pydantic.
+
+Components (layers, loss, optimizer, scheduler) are kept as written here and checked against
+their registries by `dltrain.config.load`, which also checks what needs more than one key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Source(_Section):
+    """Where a table comes from: a file path, or an SQL url and query."""
+
+    type: str | None = Field(None, description="csv, tsv, parquet, json, jsonl, sql; default: from the extension")
+    path: str | None = Field(None, description="a file, relative to the config file's folder")
+    url: str | None = Field(None, description="sql only: `sqlite:///path/to.db`, or an SQLAlchemy url")
+    query: str | None = Field(None, description="sql only: the query that gives the table")
+
+
+class Column(BaseModel):
+    """A column and, optionally, its type and the type's options."""
+
+    model_config = ConfigDict(extra="allow")  # a type's options, checked against the encoder
+
+    column: str = Field(description="the column's name in the table")
+    type: str | None = Field(None, description="numeric, binary or category; inferred when not given")
+
+
+class Ratios(_Section):
+    train: float = Field(ge=0, le=1)
+    val: float = Field(0.0, ge=0, le=1)
+    test: float = Field(0.0, ge=0, le=1)
+
+
+class ByColumn(_Section):
+    column: str = Field(description="a column whose values are train, val or test")
+
+
+class Files(_Section):
+    train: str | Source
+    val: str | Source | None = None
+    test: str | Source | None = None
+
+
+def _split_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        if "column" in value:
+            return "column"
+        if any(isinstance(v, (str, dict)) for v in value.values()):
+            return "files"
+    return "ratios"
+
+
+Split = Annotated[
+    Union[Annotated[Ratios, Tag("ratios")], Annotated[ByColumn, Tag("column")], Annotated[Files, Tag("files")]],
+    Discriminator(_split_kind),
+]
+
+# The sections whose keys are fixed, by where they stand: unknown keys there get "did you mean".
+SECTIONS: dict[tuple, tuple[type[BaseModel], ...]] = {}
+
+
+class Data(_Section):
+    source: str | Source | None = Field(
+        None, description="a table file, or {type, path, url, query}; not needed when split gives files"
+    )
+    inputs: list[str | Column] | None = Field(
+        None, description="the input columns; default: every column but the target, the split column and the id"
+    )
+    target: str | Column | None = Field(None, description="the column to predict")
+    id: str | None = Field(None, description="a column copied into predict's output to name each row")
+    split: Split = Field(
+        default_factory=lambda: Ratios(train=0.8, val=0.1, test=0.1),
+        description="ratios {train, val, test}, {column: NAME}, or {train: FILE, val: FILE, test: FILE}",
+    )
+    batch_size: int = Field(32, gt=0, description="rows per batch")
+    shuffle: bool = Field(True, description="shuffle training batches each epoch")
+    in_memory: bool = Field(True, description="hold the encoded data in memory")
+    cache: bool = Field(True, description="cache decoded files on disk")
+    on_error: Literal["raise", "skip"] = Field("raise", description="skip: unreadable rows are counted and skipped")
+
+
+class EarlyStopping(_Section):
+    patience: int = Field(gt=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="the smallest change that counts as improvement")
+
+
+class Train(_Section):
+    epochs: int = Field(10, gt=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N, mps")
+    threads: int | None = Field(None, gt=0, description="intra-op threads on CPU; default: torch's")
+    precision: Literal["32", "bf16", "16"] = Field("32", description="32, or bf16 / 16 for mixed precision")
+    compile: bool = False
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm")
+    accumulate: int = Field(1, gt=0, description="batches per optimizer step")
+    monitor: str = Field("val_loss", description="val_loss or val_<metric>: what best.pt and early stopping watch")
+    early_stopping: EarlyStopping | None = None
+    metrics: list[str] | None = Field(None, description="default: by task")
+    out_dir: str = Field("runs", description="where run directories go, relative to the current folder")
+    logger: Literal["csv", "tensorboard"] = "csv"
+    deterministic: bool = False
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Model(_Section):
+    layers: list[Any] = Field(min_length=1, description="the layers, in order")
+
+
+class Config(_Section):
+    name: str | None = Field(None, description="the run's name; default: the config file's stem")
+    seed: int = Field(0, description="one seed for splits, initial weights and shuffling")
+    data: Data
+    model: Model
+    loss: Any = Field(description="a torch.nn loss: CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, ...")
+    optimizer: Any = Field(default_factory=lambda: {"type": "Adam", "lr": 1e-3}, description="a torch.optim optimizer")
+    scheduler: Any = Field(None, description="a torch.optim.lr_scheduler scheduler, plus interval: epoch|step")
+    train: Train = Field(default_factory=Train)
+
+
+SECTIONS.update(
+    {
+        (): (Config,),
+        ("data",): (Data,),
+        ("data", "source"): (Source,),
+        ("data", "split"): (Ratios, ByColumn, Files),
+        ("data", "split", "train"): (Source,),
+        ("data", "split", "val"): (Source,),
+        ("data", "split", "test"): (Source,),
+        ("model",): (Model,),
+        ("train",): (Train,),
+        ("train", "early_stopping"): (EarlyStopping,),
+    }
+)

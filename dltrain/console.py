@@ -1,0 +1,37 @@
+"""Where dltrain talks to people: results to stdout, progress and warnings to stderr."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from rich.console import Console
+
+_warned: set[str] = set()
+
+
+# Rich wraps at 80 columns when output is not a terminal: logs and pipes get room for the tables.
+_PIPE_WIDTH = 140
+
+
+@cache
+def out() -> Console:
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
+
+
+@cache
+def err() -> Console:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(stderr=True, highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
+
+
+def warn(message: str) -> None:
+    """Print a warning once per process, however often it is raised."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    err().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+
+
+def note(message: str) -> None:
+    err().print(message, markup=False)

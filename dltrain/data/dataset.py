@@ -1,0 +1,381 @@
+"""A config's data section -> encoded tensors per split, the fitted encoders and the task.
+
+Reads the table, resolves which columns are inputs and which the target, splits the rows, fits
+the encoders on the training rows, and encodes every split once into tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dltrain.components import suggest
+from dltrain.config.schema import ByColumn, Column, Data, Files, Ratios
+from dltrain.console import warn
+from dltrain.data.encoders import (
+    ENCODERS,
+    CategoryEncoder,
+    Encoder,
+    NumericEncoder,
+    encoder_from_dict,
+    fit_encoder,
+    infer_type,
+    keys,
+    looks_like_id,
+)
+from dltrain.data.sources import ResolvedSource, fingerprint, read_table
+from dltrain.data.split import SPLITS, split_by_column, split_by_ratios
+from dltrain.errors import DataError
+from dltrain.model.builder import InputSpec
+from dltrain.train.losses import BINARY, CLASSIFICATION, REGRESSION, LossEntry
+from dltrain.train.task import Task
+
+_TARGET_TYPES = {CLASSIFICATION: ("category", "binary"), BINARY: ("binary",), REGRESSION: ("numeric",)}
+
+
+@dataclass
+class DataSchema:
+    """Everything needed to encode new rows as training did: saved in every checkpoint as plain data."""
+
+    inputs: list[Encoder]
+    target: Encoder
+    id: str | None = None
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [e.column for e in self.inputs]
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec((sum(e.width for e in self.inputs),))
+
+    def encode_inputs(self, table: pd.DataFrame, label: str) -> torch.Tensor:
+        missing = [c for c in self.input_columns if c not in table.columns]
+        if missing:
+            raise DataError(
+                f"{label}: the model needs column(s) {', '.join(missing)}, which are not in it. "
+                f"Its columns: {', '.join(table.columns)}"
+            )
+        return torch.cat([e.transform(table[e.column]) for e in self.inputs], dim=1)
+
+    def to_dict(self) -> dict:
+        return {"inputs": [e.to_dict() for e in self.inputs], "target": self.target.to_dict(), "id": self.id}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataSchema:
+        return cls([encoder_from_dict(e) for e in data["inputs"]], encoder_from_dict(data["target"]), data.get("id"))
+
+
+def encode_target(encoder: Encoder, series: pd.Series, loss: LossEntry) -> tuple[torch.Tensor, np.ndarray]:
+    """The target as the loss wants it, and a mask of the rows whose value the encoder knows."""
+    if isinstance(encoder, NumericEncoder):
+        return encoder.numbers(series).unsqueeze(1), series.notna().to_numpy()
+    codes = encoder.codes(series)
+    known = codes >= 0
+    codes = np.where(known, codes, 0)
+    if loss.task == BINARY:
+        return torch.from_numpy(codes).float().unsqueeze(1), known
+    return torch.from_numpy(codes), known
+
+
+def make_task(loss: LossEntry, target: Encoder) -> Task:
+    if isinstance(target, NumericEncoder):
+        return Task(loss, "numeric", (), target.mean, target.std)
+    return Task(loss, target.type, tuple(target.classes))
+
+
+@dataclass
+class SplitData:
+    x: torch.Tensor
+    y: torch.Tensor
+    rows: np.ndarray  # row indices in the source table
+
+
+@dataclass
+class ColumnReport:
+    """A line of check's column table."""
+
+    name: str
+    role: str  # input, target, id, split, ignored
+    type: str
+    how: str  # "given", or why it was inferred
+    missing: int = 0  # values filled (inputs) or rows dropped (target)
+    detail: str = ""
+
+
+@dataclass
+class Prepared:
+    splits: dict[str, SplitData]
+    schema: DataSchema
+    task: Task
+    info: dict  # what data.json holds
+    columns: list[ColumnReport] = field(default_factory=list)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.schema.input_spec()
+
+
+Resolve = Callable[[Any, tuple], ResolvedSource]
+
+
+def read_sources(data: Data, resolve: Resolve) -> tuple[pd.DataFrame, dict, dict[str, np.ndarray] | None]:
+    """The whole table, a description of where it came from, and the split when files give it."""
+    if isinstance(data.split, Files):
+        frames, described, offsets = [], {}, {}
+        start = 0
+        for name in SPLITS:
+            given = getattr(data.split, name)
+            if given is None:
+                continue
+            source = resolve(given, ("data", "split", name))
+            frame = read_table(source)
+            frames.append(frame)
+            described[name] = source.to_dict()
+            offsets[name] = np.arange(start, start + len(frame))
+            start += len(frame)
+        columns = list(frames[0].columns)
+        for name, frame in zip(described, frames):
+            if set(frame.columns) != set(columns):
+                raise DataError(
+                    f"{described[name].get('path')}: its columns ({', '.join(frame.columns)}) differ from the "
+                    f"train file's ({', '.join(columns)})",
+                    key=("data", "split", name),
+                )
+        table = pd.concat(frames, ignore_index=True)
+        return table, {"files": described}, offsets
+    source = resolve(data.source, ("data", "source"))
+    return read_table(source), source.to_dict(), None
+
+
+def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepared:
+    """Read, split, fit encoders on train, encode every split."""
+    table, described, file_splits = read_sources(data, resolve)
+    label = _label(described)
+    reports: list[ColumnReport] = []
+    target_column = _column_name(data.target)
+    _require_column(table, target_column, ("data", "target"), label)
+    target_options = _options(data.target)
+
+    # rows without a target cannot be learned from or scored
+    has_target = keys(table[target_column]).notna().to_numpy()
+    dropped = int((~has_target).sum())
+    if dropped:
+        warn(f"{dropped} row(s) of {label} have no value in target column '{target_column}': dropped")
+
+    target_type, how = _target_type(data.target, table[target_column][has_target], loss, label)
+
+    split_column = data.split.column if isinstance(data.split, ByColumn) else None
+    if split_column is not None:
+        _require_column(table, split_column, ("data", "split", "column"), label)
+        by_column = split_by_column(table[split_column], split_column)
+        rows = {s: r[has_target[r]] for s, r in by_column.items()}
+    elif file_splits is not None:
+        rows = {s: r[has_target[r]] for s, r in file_splits.items()}
+    else:
+        ratios: Ratios = data.split
+        kept = np.flatnonzero(has_target)
+        strata = keys(table[target_column].iloc[kept]) if target_type in ("category", "binary") else None
+        local = split_by_ratios(len(kept), ratios.model_dump(), seed, strata.reset_index(drop=True) if strata is not None else None)
+        rows = {s: kept[r] for s, r in local.items()}
+    if len(rows.get("train", [])) == 0:
+        raise DataError(f"{label}: no rows left for training", key=("data", "split"))
+
+    train_rows = table.iloc[rows["train"]]
+    target = fit_encoder(target_column, target_type, train_rows[target_column], target_options)
+    if isinstance(target, CategoryEncoder) and len(target.classes) < 2:
+        raise DataError(
+            f"target column '{target_column}' has one class in the training rows ({target.classes[0]!r}); "
+            "a classifier needs at least two",
+            key=("data", "target"),
+        )
+    if loss.task == CLASSIFICATION and target_type == "binary":
+        target = CategoryEncoder(target.column, list(target.classes))  # two classes, an index each
+    task = make_task(loss, target)
+    detail = f"classes: {', '.join(task.classes)}" if task.classes else f"mean {target.mean:.4g}, std {target.std:.4g}"
+    reports.append(ColumnReport(target_column, "target", target_type, how, dropped, detail))
+
+    input_plan = _inputs(data, table, target_column, split_column, reports, label)
+    encoders = [fit_encoder(name, type_, train_rows[name], options) for name, type_, options in input_plan]
+    for report in reports:
+        encoder = next((e for e in encoders if e.column == report.name), None)
+        if isinstance(encoder, CategoryEncoder):
+            report.detail = f"{' / '.join(encoder.classes[:6])}{' / ...' if len(encoder.classes) > 6 else ''}"
+    if not encoders:
+        raise DataError(f"{label}: no input columns are left: list them in data.inputs", key=("data", "inputs"))
+    schema = DataSchema(encoders, target, data.id)
+
+    splits: dict[str, SplitData] = {}
+    unseen_total = 0
+    for name, indices in rows.items():
+        part = table.iloc[indices]
+        y, known = encode_target(target, part[target_column], loss)
+        if not known.all():
+            unseen = sorted(set(keys(part[target_column][~known]).dropna()))
+            unseen_total += int((~known).sum())
+            warn(
+                f"{int((~known).sum())} row(s) of the {name} split have target values never seen in training "
+                f"({', '.join(unseen[:5])}): dropped"
+            )
+            part, y, indices = part[known], y[torch.from_numpy(known)], indices[known]
+        x = schema.encode_inputs(part, label)
+        splits[name] = SplitData(x, y, indices)
+    _count_missing(reports, table, rows)
+    info = {
+        "source": described,
+        "fingerprint": fingerprint(table),
+        "rows": {name: len(s.rows) for name, s in splits.items()},
+        "dropped": {"missing_target": dropped, "unseen_target": unseen_total},
+        "indices": {name: s.rows.tolist() for name, s in splits.items()},
+    }
+    return Prepared(splits, schema, task, info, reports)
+
+
+def _label(described: dict) -> str:
+    if "files" in described:
+        return described["files"]["train"].get("path", "the train file")
+    return described.get("path") or f"{described.get('url')} ({described.get('query')})"
+
+
+def _column_name(column: str | Column | None) -> str | None:
+    return column.column if isinstance(column, Column) else column
+
+
+def _options(column: str | Column | None) -> dict:
+    return dict(column.model_extra or {}) if isinstance(column, Column) else {}
+
+
+def _require_column(table: pd.DataFrame, name: str, key: tuple, label: str) -> None:
+    if name not in table.columns:
+        columns = [str(c) for c in table.columns]
+        raise DataError(
+            f"column '{name}' is not in {label}.{suggest(name, columns)} Its columns: {', '.join(columns)}",
+            key=key,
+        )
+
+
+def _target_type(target: str | Column, series: pd.Series, loss: LossEntry, label: str) -> tuple[str, str]:
+    given = target.type if isinstance(target, Column) else None
+    name = _column_name(target)
+    if given is not None:
+        type_, how = given, "given"
+    else:
+        inferred = infer_type(series, is_target=True)
+        type_, how = inferred.type, inferred.reason
+    allowed = _TARGET_TYPES[loss.task]
+    if type_ in allowed:
+        return type_, how
+    distinct = keys(series).nunique()
+    found = f"target '{name}' is {type_} ({how if given is None else 'as given'}, {distinct} distinct values)"
+    if loss.task == REGRESSION:
+        fix = (
+            "use CrossEntropyLoss (cross_entropy) to predict classes"
+            + (", or BCEWithLogitsLoss for two" if distinct == 2 else "")
+            + (f", or give target: {{column: {name}, type: numeric}} if its values are amounts" if given is None else "")
+        )
+    elif loss.task == BINARY:
+        fix = (
+            f"BCEWithLogitsLoss and BCELoss are for two classes: use CrossEntropyLoss (cross_entropy) for {distinct}"
+            if type_ == "category"
+            else "use MSELoss (mse) to predict a number"
+        )
+    else:
+        fix = "use MSELoss (mse) or L1Loss (mae) to predict a number" + (
+            f", or give target: {{column: {name}, type: category}} if its values are classes" if given is None else ""
+        )
+    raise DataError(f"{loss.name} does not fit: {found}. {fix}", key=("loss",))
+
+
+def _inputs(data: Data, table: pd.DataFrame, target: str, split_column: str | None, reports, label):
+    """(column, type, options) of each input, given or inferred."""
+    plan = []
+    reserved = {target, split_column, data.id} - {None}
+    if data.id is not None:
+        _require_column(table, data.id, ("data", "id"), label)
+        reports.append(ColumnReport(data.id, "id", "-", "given"))
+    if split_column is not None:
+        reports.append(ColumnReport(split_column, "split", "-", "given"))
+    if data.inputs is not None:
+        for index, item in enumerate(data.inputs):
+            name = _column_name(item)
+            _require_column(table, name, ("data", "inputs", index), label)
+            if name in reserved:
+                raise DataError(f"column '{name}' cannot be an input: it is the target, split or id column", key=("data", "inputs", index))
+            given = item.type if isinstance(item, Column) else None
+            inferred = infer_type(table[name], is_target=False)
+            type_ = given or inferred.type
+            plan.append((name, type_, _options(item)))
+            reports.append(ColumnReport(name, "input", type_, "given" if given else inferred.reason))
+        return plan
+    for name in table.columns:
+        if name in reserved:
+            continue
+        series = table[name]
+        if series.isna().all():
+            warn(f"column '{name}' is empty: left out of the inputs")
+            reports.append(ColumnReport(name, "ignored", "-", "empty"))
+            continue
+        inferred = infer_type(series, is_target=False)
+        if looks_like_id(series):
+            warn(
+                f"column '{name}' has a different value in every row, so it looks like an id: left out of the "
+                f"inputs (list it in data.inputs to use it, or set data.id: {name} to copy it into predictions)"
+            )
+            reports.append(ColumnReport(name, "ignored", "-", "looks like an id"))
+            continue
+        if inferred.type not in ENCODERS.entries:
+            warn(f"column '{name}' looks like {inferred.type} ({inferred.reason}), which cannot be mixed with table columns: left out")
+            reports.append(ColumnReport(name, "ignored", inferred.type, inferred.reason))
+            continue
+        plan.append((name, inferred.type, {}))
+        reports.append(ColumnReport(name, "input", inferred.type, inferred.reason))
+    return plan
+
+
+def _count_missing(reports: list[ColumnReport], table: pd.DataFrame, rows: dict[str, np.ndarray]) -> None:
+    used = np.concatenate(list(rows.values()))
+    for report in reports:
+        if report.role == "input":
+            report.missing = int(keys(table[report.name].iloc[used]).isna().sum())
+
+
+def read_recorded(info: dict) -> pd.DataFrame:
+    """The table a run was trained on, read again from the sources its data.json records."""
+    source = info["source"]
+    if "files" in source:
+        frames = [read_table(ResolvedSource.from_dict(source["files"][name])) for name in SPLITS if name in source["files"]]
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = read_table(ResolvedSource.from_dict(source))
+    if fingerprint(table) != info["fingerprint"]:
+        warn(
+            f"the data of this run changed since it was trained ({_label(source)}): the recorded rows of each "
+            "split are used, but they may not hold what they held then"
+        )
+    return table
+
+
+def rebuild(info: dict, schema: DataSchema, loss: LossEntry, names: tuple[str, ...]) -> dict[str, SplitData]:
+    """The splits `names` of a run, encoded with its own encoders: for evaluate and --resume."""
+    table = read_recorded(info)
+    target = schema.target.column
+    splits = {}
+    for name in names:
+        indices = np.asarray(info["indices"].get(name, []), dtype=np.int64)
+        if len(indices) and indices.max() >= len(table):
+            raise DataError(
+                f"the {name} split of this run has rows up to {int(indices.max())}, but {_label(info['source'])} "
+                f"now has {len(table)} rows: the data changed; evaluate it with --data FILE instead"
+            )
+        part = table.iloc[indices]
+        if target not in part.columns:
+            raise DataError(f"{_label(info['source'])} has no column '{target}' any more")
+        y, known = encode_target(schema.target, part[target], loss)
+        if not known.all():
+            part, y, indices = part[known], y[torch.from_numpy(known)], indices[known]
+        splits[name] = SplitData(schema.encode_inputs(part, _label(info["source"])), y, indices)
+    return splits

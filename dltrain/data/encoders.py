@@ -1,0 +1,284 @@
+"""The encoder registry: columns -> tensors, fitted on the training split alone.
+
+An encoder is fitted once, on the training rows, and saved as plain data (lists, floats, str)
+in every checkpoint, so `evaluate` and `predict` encode new data exactly as training did.
+Values are compared as text keys (`3` and `3.0` are one value), so a column read as numbers in
+one file and as text in another still matches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dltrain.components import Registry, suggest
+from dltrain.errors import DataError
+
+UNKNOWN = "<unk>"
+MAX_CATEGORIES = 50  # a string column with more distinct values is not inferred as a category
+MAX_TARGET_CLASSES = 20  # an integer target with more distinct values is numeric
+
+
+def keys(series: pd.Series) -> pd.Series:
+    """Each value as the text that identifies it; missing values stay missing (pd.NA)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.map({True: "true", False: "false"}).astype("string")
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.astype("float64")
+        integral = values.notna() & np.isfinite(values) & (values % 1 == 0) & (values.abs() < 2**53)
+        text = values.astype("string")
+        text[integral] = values[integral].astype("int64").astype("string")
+        return text.where(values.notna(), pd.NA)
+    text = series.astype("string").str.strip()
+    return text.where(text.notna() & (text != ""), pd.NA)
+
+
+def _sort_keys(values: list[str]) -> list[str]:
+    """Numbers in numeric order, then text in text order."""
+
+    def order(value: str) -> tuple:
+        try:
+            return (0, float(value), value)
+        except ValueError:
+            return (1, 0.0, value)
+
+    return sorted(values, key=order)
+
+
+@dataclass
+class Encoder:
+    """Base of the encoders: a column, its type, and the counts `check` reports."""
+
+    column: str
+    type: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+
+    width: ClassVar[int] = 1
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def transform(self, series: pd.Series) -> torch.Tensor:
+        """(rows, width) float32 for an input."""
+        raise NotImplementedError
+
+
+@dataclass
+class NumericEncoder(Encoder):
+    """A number, standardized with the training mean and std; missing values become the mean."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    type: ClassVar[str] = "numeric"
+
+    @classmethod
+    def fit(cls, column: str, series: pd.Series, options: dict) -> NumericEncoder:
+        values = _numbers(column, series)
+        mean = float(values.mean()) if values.notna().any() else 0.0
+        std = float(values.std(ddof=0)) if values.notna().sum() > 1 else 0.0
+        return cls(column, mean, std if std > 0 and math.isfinite(std) else 1.0)
+
+    def numbers(self, series: pd.Series) -> torch.Tensor:
+        """The standardized values, (rows,) float32, missing filled with the training mean."""
+        values = _numbers(self.column, series).fillna(self.mean).to_numpy("float64")
+        return torch.from_numpy((values - self.mean) / self.std).float()
+
+    def transform(self, series: pd.Series) -> torch.Tensor:
+        return self.numbers(series).unsqueeze(1)
+
+    def decode(self, standardized: torch.Tensor) -> torch.Tensor:
+        return standardized.double() * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "column": self.column, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NumericEncoder:
+        return cls(data["column"], data["mean"], data["std"])
+
+
+def _numbers(column: str, series: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna() & (series.astype("string").str.strip() != "")
+    if bad.any():
+        examples = ", ".join(repr(v) for v in series[bad].astype(str).unique()[:3])
+        raise DataError(
+            f"column '{column}' is numeric, but {int(bad.sum())} row(s) hold text ({examples}), "
+            f"the first in data row {_row(series, bad)}: give it type category, or clean those rows"
+        )
+    return values.astype("float64")
+
+
+@dataclass
+class CategoryEncoder(Encoder):
+    """Classes: one-hot for an input (with an `<unk>` slot for missing and unseen values), an index for a target."""
+
+    classes: list[str] = field(default_factory=list)
+    type: ClassVar[str] = "category"
+
+    @classmethod
+    def fit(cls, column: str, series: pd.Series, options: dict) -> CategoryEncoder:
+        return cls(column, _sort_keys(keys(series).dropna().unique().tolist()))
+
+    @property
+    def width(self) -> int:  # type: ignore[override]
+        return len(self.classes) + 1
+
+    def codes(self, series: pd.Series) -> np.ndarray:
+        """The class index of each row; -1 for missing or unseen values."""
+        return pd.Categorical(keys(series), categories=self.classes).codes.astype("int64")
+
+    def transform(self, series: pd.Series) -> torch.Tensor:
+        codes = torch.from_numpy(self.codes(series))
+        codes[codes < 0] = len(self.classes)  # the <unk> slot
+        return torch.nn.functional.one_hot(codes, self.width).float()
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "column": self.column, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CategoryEncoder:
+        return cls(data["column"], list(data["classes"]))
+
+
+@dataclass
+class BinaryEncoder(CategoryEncoder):
+    """Two values as 0/1: `positive` (default: the second in sorted order) is 1. Missing: the training rate."""
+
+    rate: float = 0.5  # the share of positives in training rows, for missing values
+    type: ClassVar[str] = "binary"
+    options: ClassVar[tuple[str, ...]] = ("positive",)
+    width: ClassVar[int] = 1
+
+    @classmethod
+    def fit(cls, column: str, series: pd.Series, options: dict) -> BinaryEncoder:
+        values = _sort_keys(keys(series).dropna().unique().tolist())
+        if len(values) > 2:
+            shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+            raise DataError(
+                f"column '{column}' is binary, but its training rows hold {len(values)} values ({shown}): "
+                "give it type category"
+            )
+        positive = options.get("positive")
+        if positive is not None:
+            positive = keys(pd.Series([positive])).iloc[0]
+            if positive not in values:
+                raise DataError(
+                    f"column '{column}': positive value {positive!r} is not among its values ({', '.join(values)})"
+                )
+            values = [v for v in values if v != positive] + [positive]
+        encoder = cls(column, values)
+        codes = encoder.codes(series)
+        known = codes >= 0
+        encoder.rate = float(codes[known].mean()) if known.any() else 0.5
+        return encoder
+
+    def transform(self, series: pd.Series) -> torch.Tensor:
+        codes = torch.from_numpy(self.codes(series)).float()
+        codes[codes < 0] = self.rate
+        return codes.unsqueeze(1)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "rate": self.rate}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BinaryEncoder:
+        return cls(data["column"], list(data["classes"]), data["rate"])
+
+
+ENCODERS: Registry[type[Encoder]] = Registry(
+    "column type",
+    {e.type: e for e in (NumericEncoder, BinaryEncoder, CategoryEncoder)},
+)
+
+
+def check_column_options(type_: str | None, options: dict) -> str | None:
+    """A message when a column's type or options are unknown; None when they are fine."""
+    if type_ is None:
+        known = sorted({o for e in ENCODERS.entries.values() for o in e.options})
+        for key in options:
+            if key not in known:
+                return f"unknown column option '{key}'.{suggest(key, known)} Options: {', '.join(known) or 'none'}"
+        return None
+    if type_ not in ENCODERS.entries:
+        return f"unknown column type '{type_}'.{suggest(type_, ENCODERS.names())} Known types: {', '.join(ENCODERS.names())}"
+    allowed = ENCODERS.get(type_).options
+    for key in options:
+        if key not in allowed:
+            accepted = ", ".join(allowed) if allowed else "none"
+            return f"type {type_} has no option '{key}'.{suggest(key, list(allowed))} Its options: {accepted}"
+    return None
+
+
+def encoder_from_dict(data: dict) -> Encoder:
+    return ENCODERS.get(data["type"]).from_dict(data)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    type: str
+    reason: str  # for check's column table: why this type
+
+
+def infer_type(series: pd.Series, is_target: bool) -> Inferred:
+    """The column type the data suggests, as DESIGN.md's table of column types lays it out."""
+    present = series.dropna()
+    distinct = keys(present).nunique()
+    if pd.api.types.is_bool_dtype(series):
+        return Inferred("binary", "true/false values")
+    if pd.api.types.is_numeric_dtype(series):
+        if distinct == 2:
+            return Inferred("binary", "two distinct numbers")
+        integral = bool(len(present)) and bool((present.astype("float64") % 1 == 0).all())
+        if is_target and integral and distinct <= MAX_TARGET_CLASSES:
+            return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
+        return Inferred("numeric", "numbers")
+    if distinct == 2:
+        return Inferred("binary", "two distinct values")
+    if distinct <= MAX_CATEGORIES:
+        return Inferred("category", f"text, {distinct} distinct values")
+    text = present.astype("string")
+    if text.str.contains(" ", regex=False).mean() > 0.5:
+        return Inferred("text", f"free text, {distinct} distinct values")
+    return Inferred("category", f"text, {distinct} distinct values (more than {MAX_CATEGORIES})")
+
+
+def looks_like_id(series: pd.Series) -> bool:
+    """A column of whole numbers or text with a different value in every row (at least 20 rows)."""
+    present = series.dropna()
+    if len(present) < 20 or len(present) < len(series):
+        return False
+    if pd.api.types.is_float_dtype(series) and not bool((present % 1 == 0).all()):
+        return False
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    return bool(present.nunique() == len(present))
+
+
+def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, Any]) -> Encoder:
+    if type_ not in ENCODERS.entries:
+        raise DataError(
+            f"column '{column}' holds {type_} values, which dltrain cannot encode yet: give it one of the "
+            f"types {', '.join(ENCODERS.names())}, or leave it out of data.inputs"
+        )
+    encoder = ENCODERS.get(type_)
+    unknown = [key for key in options if key not in encoder.options]
+    if unknown:
+        raise DataError(
+            f"column '{column}' is {type_}, which has no option {', '.join(unknown)} "
+            f"(its options: {', '.join(encoder.options) or 'none'})"
+        )
+    return encoder.fit(column, series, options)
+
+
+def _row(series: pd.Series, mask: pd.Series) -> int:
+    """The 1-based data row (after the header) of the first row where `mask` holds."""
+    label = series.index[int(np.flatnonzero(mask.to_numpy())[0])]
+    return int(label) + 1 if isinstance(label, (int, np.integer)) else label

@@ -1,0 +1,210 @@
+"""The source registry: a table from csv, tsv, parquet, json, jsonl or SQL, as a pandas DataFrame."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dltrain.components import Registry, suggest
+from dltrain.errors import DataError
+
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".db": "sql",
+    ".sqlite": "sql",
+    ".sqlite3": "sql",
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source with its type known and its paths absolute: what data.json records."""
+
+    type: str
+    path: str | None = None
+    url: str | None = None
+    query: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ResolvedSource:
+        return cls(**data)
+
+    @property
+    def label(self) -> str:
+        """How messages name it."""
+        return self.path or f"{self.url} ({self.query})"
+
+
+def _read_csv(source: ResolvedSource) -> pd.DataFrame:
+    return pd.read_csv(source.path)
+
+
+def _read_tsv(source: ResolvedSource) -> pd.DataFrame:
+    return pd.read_csv(source.path, sep="\t")
+
+
+def _read_parquet(source: ResolvedSource) -> pd.DataFrame:
+    return pd.read_parquet(source.path)
+
+
+def _read_json(source: ResolvedSource) -> pd.DataFrame:
+    text = Path(source.path).read_text(encoding="utf-8")
+    if not text.strip():
+        raise pd.errors.EmptyDataError("no data")
+    try:
+        return pd.read_json(source.path)
+    except ValueError:  # one object per line, with a .json extension
+        return pd.read_json(source.path, lines=True)
+
+
+def _read_jsonl(source: ResolvedSource) -> pd.DataFrame:
+    if not Path(source.path).read_text(encoding="utf-8").strip():
+        raise pd.errors.EmptyDataError("no data")
+    return pd.read_json(source.path, lines=True)
+
+
+def _read_sql(source: ResolvedSource) -> pd.DataFrame:
+    url = source.url or f"sqlite:///{source.path}"
+    if url.startswith("sqlite:///"):
+        database = Path(url[len("sqlite:///") :])
+        # read-only: a query can never change the user's database
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            return pd.read_sql_query(source.query, connection)
+        except (sqlite3.Error, pd.errors.DatabaseError) as error:
+            tables = [r[0] for r in connection.execute("select name from sqlite_master where type in ('table','view')")]
+            raise DataError(
+                f"the query on {database} failed: {error}. Its tables: {', '.join(tables) or 'none'}",
+                key=("data", "source", "query"),
+            ) from None
+        finally:
+            connection.close()
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise DataError(
+            f"the url {url!r} needs SQLAlchemy and the database's driver: pip install sqlalchemy "
+            "(and e.g. psycopg for PostgreSQL). sqlite:/// urls need nothing extra.",
+            key=("data", "source", "url"),
+        ) from None
+    with sqlalchemy.create_engine(url).connect() as connection:
+        return pd.read_sql_query(sqlalchemy.text(source.query), connection)
+
+
+SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
+    "source type",
+    {
+        "csv": _read_csv,
+        "tsv": _read_tsv,
+        "parquet": _read_parquet,
+        "json": _read_json,
+        "jsonl": _read_jsonl,
+        "sql": _read_sql,
+    },
+)
+
+
+def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> ResolvedSource:
+    """A config's source (a path, or a mapping) as a ResolvedSource.
+
+    `resolve(value, key)` turns a path from the config into an absolute Path, or raises naming `key`.
+    Raises ValueError with what would be accepted.
+    """
+    if isinstance(source, str):
+        source = {"path": source}
+    elif hasattr(source, "model_dump"):
+        source = source.model_dump(exclude_none=True)
+    kind = source.get("type")
+    path = source.get("path")
+    url, query = source.get("url"), source.get("query")
+    if kind is None:
+        if path is None:
+            kind = "sql" if url else None
+        else:
+            kind = EXTENSIONS.get(Path(path).suffix.lower())
+            if kind is None and not Path(path).suffix:
+                resolved = resolve(path, ("path",) if "type" in source or len(source) > 1 else ())
+                if resolved.is_dir():
+                    raise ValueError(
+                        f"'{path}' is a folder; a table source is a file ending in "
+                        f"{', '.join(sorted(EXTENSIONS))}"
+                    )
+        if kind is None:
+            raise ValueError(
+                f"cannot tell the type of '{path or url}' from its name: give {{type: ..., path: ...}} "
+                f"with a type of {', '.join(SOURCES.names())}, or a file ending in {', '.join(sorted(EXTENSIONS))}"
+            )
+    if kind not in SOURCES.entries:
+        raise ValueError(f"unknown source type '{kind}'.{suggest(kind, SOURCES.names())} Known: {', '.join(SOURCES.names())}")
+    key_prefix = ("path",) if len(source) > 1 or "type" in source else ()
+    if kind == "sql":
+        if not query:
+            raise ValueError("an sql source needs a `query` (for example: select * from my_table)")
+        if url is None and path is None:
+            raise ValueError("an sql source needs a `url` (sqlite:///data/my.db) or the `path` of an SQLite file")
+        if url is not None and url.startswith("sqlite:///"):
+            url = "sqlite:///" + str(resolve(url[len("sqlite:///") :], ("url",)))
+        elif url is not None and url.startswith("sqlite:"):
+            raise ValueError(f"an SQLite url has three slashes and a path: sqlite:///data/my.db, found {url!r}")
+        if path is not None:
+            url, path = "sqlite:///" + str(resolve(path, key_prefix)), None
+        return ResolvedSource("sql", url=url, query=query)
+    if path is None:
+        raise ValueError(f"a {kind} source needs a `path`")
+    if url or query:
+        raise ValueError(f"`url` and `query` belong to sql sources, not {kind}")
+    return ResolvedSource(kind, path=str(resolve(path, key_prefix)))
+
+
+def check_source(source: Any, resolve: Callable[[str, tuple], Path]) -> None:
+    resolve_source(source, resolve)
+
+
+def read_table(source: ResolvedSource) -> pd.DataFrame:
+    """Read a whole table; any problem is a DataError that names the file."""
+    try:
+        table = SOURCES.get(source.type)(source)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{source.label}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{source.label}: the file is empty; expected a table with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{source.label}: cannot read it as {source.type}: {first}") from None
+    except Exception as error:  # pyarrow and database drivers raise their own types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{source.label}: cannot read it as {source.type}: {first}") from None
+    if len(table.columns) == 0:
+        raise DataError(f"{source.label}: the table has no columns")
+    if len(table) == 0:
+        raise DataError(f"{source.label}: the table has a header ({', '.join(map(str, table.columns))}) but no rows")
+    table.columns = [str(c) for c in table.columns]
+    duplicated = table.columns[table.columns.duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"{source.label}: column names appear twice: {', '.join(duplicated)}")
+    return table
+
+
+def fingerprint(table: pd.DataFrame) -> str:
+    """A hash of the table's content, so that evaluate can tell when the data changed."""
+    digest = hashlib.sha256(",".join(table.columns).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,168 @@
+"""`dltrain evaluate` and `dltrain predict`: everything from the run's checkpoint, nothing else."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from dltrain.build import build_loss, located
+from dltrain.components import ComponentError
+from dltrain.config import LoadedConfig, load_config
+from dltrain.console import warn
+from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
+from dltrain.data.encoders import keys
+from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
+from dltrain.errors import CheckpointError, DataError, UsageError
+from dltrain.fit import resolve_device
+from dltrain.model.builder import InputSpec, build_model
+from dltrain.run import checkpoint_path, load_checkpoint, write_json
+from dltrain.train import metrics as metric_registry
+from dltrain.train.losses import LossEntry
+from dltrain.train.task import Task
+from dltrain.train.trainer import evaluate_batches
+
+
+@dataclass
+class LoadedRun:
+    path: Path  # the checkpoint file
+    state: dict
+    cfg: LoadedConfig
+    schema: DataSchema
+    task: Task
+    loss_entry: LossEntry
+    loss_fn: nn.Module
+    model: nn.Module
+    device: torch.device
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_run(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild a trained model and its encoders from a checkpoint alone."""
+    path = checkpoint_path(run_or_checkpoint)
+    state = load_checkpoint(path)
+    try:
+        cfg = load_config(state["config"], origin=f"{path} (its config)")
+        with located(cfg):
+            loss_entry, loss_fn = build_loss(cfg.loss)
+        schema = DataSchema.from_dict(state["encoders"])
+        task = make_task(loss_entry, schema.target)
+        model, _ = build_model(cfg.layers, InputSpec.from_dict(state["input_spec"]), task.output_size)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError, ComponentError) as error:
+        raise CheckpointError(f"{path}: the checkpoint does not rebuild its model: {str(error).splitlines()[0]}") from None
+    chosen = resolve_device(device)
+    model.to(chosen).eval()
+    return LoadedRun(path, state, cfg, schema, task, loss_entry, loss_fn.to(chosen), model, chosen)
+
+
+def read_input(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    kind = EXTENSIONS.get(path.suffix.lower())
+    if kind is None or kind == "sql":
+        raise DataError(f"{path}: expected a table file ending in {', '.join(sorted(k for k, v in EXTENSIONS.items() if v != 'sql'))}")
+    return read_table(ResolvedSource(kind, path=str(path.resolve())))
+
+
+@dataclass
+class Evaluation:
+    split: str
+    rows: int
+    metrics: dict[str, float]
+    confusion: dict | None
+    path: Path  # the JSON file written
+
+    def to_dict(self) -> dict:
+        data = {"split": self.split, "rows": self.rows, "metrics": self.metrics}
+        if self.confusion is not None:
+            data["confusion_matrix"] = self.confusion
+        return data
+
+
+def evaluate(
+    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None
+) -> Evaluation:
+    """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`."""
+    loaded = load_run(run)
+    target = loaded.schema.target.column
+    if data is not None:
+        table = read_input(data)
+        if target not in table.columns:
+            raise DataError(f"{data}: the target column '{target}' is not in it; its columns: {', '.join(table.columns)}")
+        table = table[keys(table[target]).notna().to_numpy()]
+        y, known = encode_target(loaded.schema.target, table[target], loaded.loss_entry)
+        if not known.all():
+            warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
+            table, y = table[known], y[torch.from_numpy(known)]
+        x = loaded.schema.encode_inputs(table, str(data))
+        name = Path(data).stem
+    else:
+        info = loaded.state["data"]
+        if split not in info["indices"] or not info["indices"][split]:
+            present = ", ".join(s for s, rows in info["indices"].items() if rows)
+            raise UsageError(f"this run has no {split} split (it has: {present}); use --split or --data FILE")
+        part = rebuild(info, loaded.schema, loaded.loss_entry, (split,))[split]
+        x, y, name = part.x, part.y, split
+    if x.shape[0] == 0:
+        raise DataError(f"no rows to evaluate in {data or split}")
+    x, y = x.to(loaded.device), y.to(loaded.device)
+    loss, outputs = evaluate_batches(loaded.model, loaded.loss_fn, x, y, batch_size or loaded.cfg.config.data.batch_size)
+    outcome = metric_registry.Outcome(loaded.task, outputs, y, name)
+    names = tuple(loaded.state.get("metrics") or metric_registry.DEFAULTS[loaded.task.target_type])
+    metrics = {"loss": loss, **metric_registry.compute(names, outcome)}
+    confusion = None
+    if loaded.task.is_classification:
+        confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
+    out = loaded.run_dir / f"evaluate_{name}.json"
+    result = Evaluation(name if data is None else str(data), int(x.shape[0]), metrics, confusion, out)
+    write_json(out, _json_safe(result.to_dict()))
+    return result
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def predict(
+    run: str | Path, input: str | Path | pd.DataFrame, output: str | Path | None = None, batch_size: int | None = None
+) -> pd.DataFrame:
+    """Predictions for a table (without its target): id, prediction, and prob_<class> per class."""
+    loaded = load_run(run)
+    table = input if isinstance(input, pd.DataFrame) else read_input(input)
+    label = "the input" if isinstance(input, pd.DataFrame) else str(input)
+    x = loaded.schema.encode_inputs(table, label).to(loaded.device)
+    _, outputs = evaluate_batches(loaded.model, loaded.loss_fn, x, None, batch_size or max(loaded.cfg.config.data.batch_size, 1024))
+    result = pd.DataFrame(index=range(len(table)))
+    id_column = loaded.schema.id
+    if id_column is not None and id_column in table.columns:
+        result[id_column] = table[id_column].to_numpy()
+    task = loaded.task
+    if task.is_classification:
+        probs = task.probabilities(outputs).cpu()
+        classes = list(task.classes)
+        result["prediction"] = [classes[i] for i in probs.argmax(1).tolist()]
+        for i, name in enumerate(classes):
+            result[f"prob_{name}"] = probs[:, i].numpy()
+    else:
+        result["prediction"] = task.values(outputs).cpu().numpy()
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        from dltrain.run import write_text
+
+        write_text(Path(output), result.to_csv(index=False))
+    return result

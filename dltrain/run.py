@@ -1,0 +1,154 @@
+"""The run directory and checkpoints: write (atomically), find, load (tensors and plain values only)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dltrain.errors import CheckpointError
+
+FORMAT = "dltrain-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """`out_dir/name`, or `name-2`, `name-3`, ... when taken; created here, so two runs never share one."""
+    base = Path(out_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100_000):
+        path = base / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"{base}: too many runs named {name}")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename: never half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files are as shareable as any other
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+class RunDir:
+    """The files of one run. It is the trainer's `Sink`: metrics rows and checkpoints go here."""
+
+    def __init__(self, path: Path, static: dict):
+        self.path = Path(path)
+        self.static = static  # what every checkpoint holds besides the trainer's state
+        self.history: list[dict] = []
+
+    def start(self, history: list[dict]) -> None:
+        """metrics.csv as the checkpoint knows it (on resume, rows written after it are dropped)."""
+        self.history = [dict(r) for r in history]
+        self._write_metrics()
+
+    def epoch_row(self, row: dict) -> None:
+        self.history.append(dict(row))
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        if not self.history:
+            return
+        columns = list(self.history[0])
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
+        write_text(self.path / "metrics.csv", out.getvalue())
+
+    def checkpoint(self, state: dict, best: bool) -> None:
+        save_checkpoint({**self.static, **state}, self.path / ("best.pt" if best else "last.pt"))
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best.pt") -> Path:
+    """A run directory's `which` checkpoint, or the checkpoint file itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        candidate = path / which
+        if not candidate.is_file():
+            other = "last.pt" if which == "best.pt" else "best.pt"
+            if which == "best.pt" and (path / other).is_file():
+                return path / other  # a run stopped before its first validation
+            raise CheckpointError(f"{path}: no {which} in this folder; is it a dltrain run directory?")
+        return candidate
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory or checkpoint file")
+    return path
+
+
+def load_checkpoint(run_or_checkpoint: str | Path, which: str = "best.pt") -> dict:
+    """Load a checkpoint with `weights_only=True`: it can never run code. Anything else is refused."""
+    path = checkpoint_path(run_or_checkpoint, which)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain values, so it is not a "
+            f"dltrain checkpoint and loading it could run code ({str(error).splitlines()[0][:200]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a PyTorch file): {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dltrain checkpoint (it has no '{FORMAT}' marker)")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer dltrain ({state.get('dltrain_version')}); upgrade dltrain to load it"
+        )
+    return state
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent

@@ -1,0 +1,128 @@
+"""What the commands print: tables for check and evaluate, and the summary at the end of fit."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+from rich.table import Table
+
+from dltrain.build import Built
+from dltrain.console import out
+from dltrain.fit import FitResult
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.6g}"
+    return str(value)
+
+
+def _arguments(info: dict | object) -> str:
+    arguments = getattr(info, "arguments", {})
+    positional = [str(v) for v in getattr(info, "positional", ())]
+    return ", ".join(positional + [f"{k}={v}" for k, v in arguments.items()])
+
+
+def print_check(built: Built) -> None:
+    console = out()
+    cfg, data = built.cfg, built.data
+    source = data.info["source"]
+    where = ", ".join(f"{k}: {v.get('path') or v.get('url')}" for k, v in source["files"].items()) if "files" in source else (source.get("path") or f"{source.get('url')}  query: {source.get('query')}")
+    console.print(f"[bold]Data[/bold]  {where}")
+    rows = data.info["rows"]
+    line = "  ".join(f"{name} {count}" for name, count in rows.items())
+    dropped = data.info.get("dropped", {})
+    extra = []
+    if dropped.get("missing_target"):
+        extra.append(f"{dropped['missing_target']} dropped (no target)")
+    if dropped.get("unseen_target"):
+        extra.append(f"{dropped['unseen_target']} dropped (class not in train)")
+    console.print(f"rows: {line}" + (f"  ({'; '.join(extra)})" if extra else ""))
+
+    columns = Table(title=None, show_edge=False, header_style="bold")
+    for name in ("column", "role", "type", "why", "missing", "values"):
+        columns.add_column(name, justify="right" if name == "missing" else "left")
+    for report in data.columns:
+        missing = ""
+        if report.missing:
+            missing = f"{report.missing} {'dropped' if report.role == 'target' else 'filled'}"
+        columns.add_row(report.name, report.role, report.type, report.how, missing, report.detail)
+    console.print(columns)
+    console.print(f"inputs -> {len(data.schema.inputs)} column(s), {data.input_spec.shape[0]} features per row")
+
+    console.print("\n[bold]Model[/bold]")
+    model = Table(show_edge=False, header_style="bold")
+    for name, justify in (("#", "right"), ("layer", "left"), ("arguments", "left"), ("output shape", "left"), ("parameters", "right")):
+        model.add_column(name, justify=justify)
+    model.add_row("", "input", "", _shape(data.input_spec.shape), "")
+    number = 0
+    for info in built.layers:
+        if info.depth == 0:
+            number += 1
+        model.add_row(str(number) if info.depth == 0 else "", ("  " * info.depth) + info.name, _arguments(info), _shape(info.output_shape), f"{info.parameters:,}")
+    console.print(model)
+    total = sum(p.numel() for p in built.model.parameters())
+    trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
+    console.print(f"parameters: {total:,} ({trainable:,} trainable); {len(data.splits['train'].x):,} training rows")
+
+    train = cfg.config.train
+    console.print("\n[bold]Training[/bold]")
+    console.print(f"loss: {_component(cfg.loss)}  (target: {data.task.target_type}, {data.task.output_size} output(s))")
+    console.print(f"optimizer: {_component(cfg.optimizer)}")
+    if cfg.scheduler is not None:
+        console.print(f"scheduler: {_component(cfg.scheduler)}, stepped per {cfg.scheduler_interval}")
+    console.print(
+        f"epochs {train.epochs}, batch size {cfg.config.data.batch_size}, device {train.device}, "
+        f"metrics {', '.join(built.metrics)}, monitor {train.monitor}"
+        + (f", early stopping after {train.early_stopping.patience} epochs" if train.early_stopping else "")
+    )
+    console.print("[green]The config is valid.[/green] Nothing was trained.")
+
+
+def _component(component) -> str:
+    parts = [str(a) for a in component.args] + [f"{k}={v}" for k, v in component.kwargs.items()]
+    return component.name + (f"({', '.join(parts)})" if parts else "")
+
+
+def _shape(shape) -> str:
+    return "(batch, " + ", ".join(str(s) for s in shape) + ")" if shape else "(batch,)"
+
+
+def print_fit(result: FitResult) -> None:
+    console = out()
+    run = shlex.quote(str(result.run_dir))
+    if result.best_epoch is None:
+        console.print(f"\nNo epoch improved {result.monitor}. Run directory: {result.run_dir}")
+    else:
+        shown = "  ".join(f"{k} {_number(v)}" for k, v in result.best.items() if k.startswith("val_") or k == "train_loss")
+        console.print(f"\n[bold]Best epoch {result.best_epoch}[/bold] of {len(result.history)} ({result.monitor}): {shown}")
+    if result.stopped_early:
+        console.print(f"Stopped early: {result.monitor} did not improve for the patience given.")
+    if result.hint:
+        console.print(f"[yellow]{result.hint}[/yellow]")
+    console.print(f"Run directory: {result.run_dir}")
+    console.print(f"  evaluate on the test split:  dltrain evaluate {run}")
+    console.print(f"  predict on new rows:         dltrain predict {run} NEW_ROWS.csv --output predictions.csv")
+
+
+def print_evaluation(evaluation) -> None:
+    console = out()
+    table = Table(show_edge=False, header_style="bold", title=f"{evaluation.split}: {evaluation.rows} rows", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in evaluation.metrics.items():
+        table.add_row(name, _number(value))
+    console.print(table)
+    if evaluation.confusion is not None:
+        labels = evaluation.confusion["labels"]
+        matrix = Table(show_edge=False, header_style="bold", title="confusion matrix (rows true, columns predicted)", title_justify="left")
+        matrix.add_column("")
+        for label in labels:
+            matrix.add_column(label, justify="right")
+        for label, row in zip(labels, evaluation.confusion["matrix"]):
+            matrix.add_row(label, *map(str, row))
+        console.print(matrix)
+    console.print(f"written: {evaluation.path}")

@@ -1,0 +1,1 @@
+"""Training: losses, metrics, optimizers and schedulers, and the shared loop."""

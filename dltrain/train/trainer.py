@@ -1,0 +1,372 @@
+"""The shared training loop: batches, epochs, validation, best and last checkpoints, early stopping.
+
+It knows nothing of YAML or files: it receives a model, a loss, an optimizer, tensors per split
+and a `Sink` that writes what it reports. The hot path does no Python work per sample and no
+host sync per step: losses and outputs stay on the device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from dltrain.errors import TrainingError
+from dltrain.train import metrics as metric_registry
+from dltrain.train.progress import Progress, Silent
+from dltrain.train.task import Task
+
+
+@dataclass
+class Settings:
+    epochs: int
+    batch_size: int
+    shuffle: bool = True
+    grad_clip: float | None = None
+    accumulate: int = 1
+    monitor: str = "val_loss"
+    patience: int | None = None  # early stopping
+    min_delta: float = 0.0
+    metrics: tuple[str, ...] = ()
+    scheduler_interval: str = "epoch"
+    precision: str = "32"
+    seed: int = 0
+
+
+class Sink(Protocol):
+    """Where the trainer's results go (the run directory)."""
+
+    def epoch_row(self, row: dict) -> None: ...
+    def checkpoint(self, state: dict, best: bool) -> None: ...
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; `last.pt` holds the position to resume from."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Result:
+    history: list[dict]
+    best_epoch: int | None
+    best_value: float
+    stopped_early: bool = False
+
+
+@dataclass
+class _State:
+    """What --resume needs besides the model, optimizer and scheduler."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in the current epoch (after an interruption)
+    order: torch.Tensor | None = None  # the current epoch's row order
+    step_losses: torch.Tensor | None = None
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    seconds: float = 0.0  # time already spent in the current epoch
+    best_value: float = math.nan
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        task: Task,
+        settings: Settings,
+        train: Split,
+        val: Split | None,
+        device: torch.device,
+        sink: Sink,
+        progress: Progress | None = None,
+        forward: nn.Module | None = None,
+    ):
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.forward = forward or model  # the compiled module, when compiled; checkpoints use `model`
+        self.task, self.settings, self.device = task, settings, device
+        self.train_split, self.val_split = train, val
+        self.sink, self.progress = sink, progress or Silent()
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.state = _State()
+        self.higher = metric_registry.higher_is_better(settings.monitor)
+        self.metrics = settings.metrics
+        self._signal: int | None = None
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(settings.precision)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+        self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 and device.type == "cuda" else None
+
+    # ----- the loop
+
+    def fit(self) -> Result:
+        s = self.settings
+        with self._signals():
+            try:
+                while self.state.epoch < s.epochs:
+                    row = self._epoch()
+                    self.state.history.append(row)
+                    self.sink.epoch_row(row)
+                    self.progress.end_epoch(row)
+                    stop = self._after_epoch(row)
+                    if stop:
+                        return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
+            finally:
+                self.progress.close()
+        return Result(self.state.history, self.state.best_epoch, self.state.best_value)
+
+    def _epoch(self) -> dict:
+        s, st = self.settings, self.state
+        epoch = st.epoch + 1
+        n = len(self.train_split)
+        batches = count_batches(n, s.batch_size)
+        if st.batch == 0:
+            st.order = torch.randperm(n, generator=self.generator) if s.shuffle else None
+            st.step_losses = torch.zeros(batches, device=self.device)
+            st.outputs, st.seconds = [], 0.0
+        order = None if st.order is None else st.order.to(self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
+        self.model.train()
+        x, y = self.train_split.x, self.train_split.y
+        for i in range(st.batch, batches):
+            lo, hi = i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size
+            if order is None:
+                xb, yb = x[lo:hi], y[lo:hi]
+            else:
+                index = order[lo:hi]
+                xb, yb = x[index], y[index]
+            with self.autocast():
+                output = self.forward(xb)
+                loss = self.loss_fn(output, yb)
+            self._backward(loss, i, batches)
+            st.step_losses[i] = loss.detach()
+            st.outputs.append(output.detach())
+            self.progress.advance(1)
+            if self._signal is not None:
+                st.batch, st.seconds = i + 1, st.seconds + time.perf_counter() - start
+                self._save(best=False)
+                raise Interrupted(self._signal)
+        sizes = torch.full((batches,), float(s.batch_size), device=self.device)
+        sizes[-1] = n - (batches - 1) * s.batch_size
+        train_loss = float((st.step_losses * sizes).sum()) / n
+        if not math.isfinite(train_loss):
+            bad = int(torch.nonzero(~torch.isfinite(st.step_losses))[0])
+            raise TrainingError(
+                f"the loss became {float(st.step_losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
+                "Try a lower learning rate (optimizer.lr), gradient clipping (train.grad_clip: 1.0), or check the "
+                "data for extreme values; best.pt keeps the last good weights"
+            )
+        row: dict = {"epoch": epoch, "train_loss": train_loss}
+        outputs = torch.cat(st.outputs)
+        target = y if order is None else y[order[: outputs.shape[0]]]
+        row.update(self._metrics("train", outputs, target))
+        if self.val_split is not None:
+            val_loss, val_outputs = self.predict(self.val_split.x, self.val_split.y)
+            row["val_loss"] = val_loss
+            row.update(self._metrics("val", val_outputs, self.val_split.y))
+        row["lr"] = lr
+        row["seconds"] = st.seconds + time.perf_counter() - start
+        st.epoch, st.batch, st.order, st.outputs, st.step_losses = epoch, 0, None, [], None
+        return row
+
+    def _backward(self, loss: torch.Tensor, i: int, batches: int) -> None:
+        s = self.settings
+        scaled = loss / s.accumulate if s.accumulate > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if (i + 1) % s.accumulate and i + 1 < batches:
+            return
+        if s.grad_clip is not None:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and s.scheduler_interval == "step":
+            self.scheduler.step()
+
+    def predict(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+        """The mean loss (NaN without `y`) and the raw outputs of the model on `x`, in eval mode."""
+        self.model.eval()
+        return evaluate_batches(self.forward, self.loss_fn, x, y, self.settings.batch_size, self.autocast)
+
+    def _metrics(self, split: str, outputs: torch.Tensor, target: torch.Tensor) -> dict:
+        outcome = metric_registry.Outcome(self.task, outputs.float(), target, split)
+        return {f"{split}_{k}": v for k, v in metric_registry.compute(self.metrics, outcome).items()}
+
+    def _after_epoch(self, row: dict) -> bool:
+        """Scheduler, best checkpoint, early stopping. True when training should stop."""
+        s, st = self.settings, self.state
+        value = row.get(s.monitor, math.nan)
+        if self.scheduler is not None and s.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(value)
+            else:
+                self.scheduler.step()
+        improved = math.isfinite(value) and (
+            st.best_epoch is None
+            or (value > st.best_value + s.min_delta if self.higher else value < st.best_value - s.min_delta)
+        )
+        if improved and _finite_weights(self.model):
+            st.best_value, st.best_epoch, st.bad_epochs = value, row["epoch"], 0
+            self._save(best=True)
+        else:
+            st.bad_epochs += 1
+        stop = s.patience is not None and st.bad_epochs >= s.patience
+        self._save(best=False)
+        return stop
+
+    # ----- checkpoints
+
+    def _save(self, best: bool) -> None:
+        self.sink.checkpoint(self.state_dict(), best)
+
+    def state_dict(self) -> dict:
+        st = self.state
+        partial = None
+        if st.batch:
+            partial = {
+                "order": st.order,
+                "step_losses": st.step_losses.cpu(),
+                "outputs": torch.cat(st.outputs).cpu() if st.outputs else None,
+                "seconds": st.seconds,
+            }
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": st.epoch,
+            "batch": st.batch,
+            "partial": partial,
+            "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs},
+            "history": [dict(r) for r in st.history],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": _plain_random_state(),
+                "numpy": _plain_numpy_state(),
+                "shuffle": self.generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
+        """Continue from a checkpoint: everything with `--resume`, the weights alone with `--init-from`."""
+        self.model.load_state_dict(state["model"])
+        if weights_only:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        st = self.state
+        st.epoch, st.batch = state["epoch"], state["batch"]
+        best = state["best"]
+        st.best_value, st.best_epoch, st.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
+        st.history = [dict(r) for r in state["history"]]
+        partial = state.get("partial")
+        if st.batch and partial:
+            st.order = partial["order"]
+            st.step_losses = partial["step_losses"].to(self.device)
+            st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
+            st.seconds = partial["seconds"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(_tuple_state(rng["python"]))
+        if rng.get("numpy") is not None:
+            np.random.set_state(_numpy_state(rng["numpy"]))
+        self.generator.set_state(rng["shuffle"])
+
+    # ----- signals
+
+    @contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self._signal = signum
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def evaluate_batches(forward, loss_fn, x, y, batch_size: int, autocast=nullcontext) -> tuple[float, torch.Tensor]:
+    """Outputs of `forward` over `x` in batches under inference mode, and the mean loss against `y`."""
+    outputs = []
+    total = torch.zeros((), device=x.device)
+    with torch.inference_mode():
+        for lo in range(0, x.shape[0], batch_size):
+            with autocast():
+                output = forward(x[lo : lo + batch_size])
+                if y is not None:
+                    total += loss_fn(output, y[lo : lo + batch_size]).float() * output.shape[0]
+            outputs.append(output.float())
+    n = x.shape[0]
+    out = torch.cat(outputs) if outputs else torch.empty(0)
+    return (float(total) / n if y is not None and n else math.nan), out
+
+
+def count_batches(n: int, batch_size: int) -> int:
+    """Batches of an epoch; a last batch of one row joins the one before (BatchNorm cannot train on one)."""
+    batches = max(1, math.ceil(n / batch_size))
+    return batches - 1 if batches > 1 and n % batch_size == 1 else batches
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _plain_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _tuple_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def _plain_numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state(state: dict) -> tuple:
+    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])

@@ -1,0 +1,240 @@
+"""End to end: the commands a user types, on the shipped configs and on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import ROOT, write
+
+# Each shipped config and the bar its test split reaches (the README states the same figures).
+BARS = [
+    ("iris", "accuracy", 0.9),
+    ("breast_cancer", "accuracy", 0.95),
+    ("diabetes", "r2", 0.3),
+    ("wine_sqlite", "accuracy", 0.9),
+    ("penguins", "accuracy", 0.95),
+]
+
+
+@pytest.mark.parametrize(("name", "metric", "bar"), BARS)
+def test_shipped_config_reaches_its_bar(workdir, cli, name, metric, bar):
+    result = cli("fit", f"configs/{name}.yaml")
+    assert result.code == 0, result.output
+    run = workdir / "runs" / name
+    assert f"Run directory: {run.relative_to(workdir)}" in result.stdout or str(run) in result.output
+    for file in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "data.json"):
+        assert (run / file).is_file()
+    evaluated = cli("evaluate", run, "--json")
+    assert evaluated.code == 0, evaluated.output
+    metrics = json.loads(evaluated.stdout)["metrics"]
+    assert metrics[metric] >= bar, metrics
+    saved = json.loads((run / "evaluate_test.json").read_text())
+    assert saved["split"] == "test" and saved["metrics"][metric] == pytest.approx(metrics[metric])
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from dltrain.cli import app\n"
+        "for args in (['--help'], ['check', '--help'], ['fit', '--help']):\n"
+        "    try:\n"
+        "        app(args, prog_name='dltrain')\n"
+        "    except SystemExit as stop:\n"
+        "        assert stop.code == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("False")
+    assert "evaluate" in result.stdout and "KEY=VALUE" in result.stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "dltrain", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "fit" in result.stdout
+
+
+def test_resume_reaches_the_same_weights_and_metrics(workdir, cli):
+    assert cli("fit", "configs/penguins.yaml", "train.epochs=6", "--out", "whole").code == 0
+    assert cli("fit", "configs/penguins.yaml", "train.epochs=3", "--out", "parts").code == 0
+    resumed = cli("fit", "--resume", "parts", "train.epochs=6")
+    assert resumed.code == 0, resumed.output
+    whole = pd.read_csv(workdir / "whole" / "metrics.csv").drop(columns="seconds")
+    parts = pd.read_csv(workdir / "parts" / "metrics.csv").drop(columns="seconds")
+    assert len(parts) == 6
+    pd.testing.assert_frame_equal(whole, parts)
+    a = torch.load(workdir / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(workdir / "parts" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_keys_and_a_config(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "r").code == 0
+    result = cli("fit", "--resume", "r", "optimizer.lr=0.1")
+    assert result.code == 2 and "only train.* keys" in result.stderr
+    both = cli("fit", "configs/iris.yaml", "--resume", "r")
+    assert both.code == 2 and "--resume" in both.stderr
+    neither = cli("fit")
+    assert neither.code == 2 and "give a config file" in neither.stderr
+
+
+def test_predict_gives_class_names_and_probabilities(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "--out", "r").code == 0
+    table = pd.read_csv(workdir / "data" / "iris.csv")
+    table.drop(columns="species").to_csv("rows.csv", index=False)
+    result = cli("predict", "r", "rows.csv", "--output", "predictions.csv")
+    assert result.code == 0, result.output
+    predictions = pd.read_csv("predictions.csv")
+    assert list(predictions.columns) == ["prediction", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    assert set(predictions["prediction"]) <= {"setosa", "versicolor", "virginica"}
+    sums = predictions.filter(like="prob_").sum(axis=1)
+    assert sums.sub(1).abs().max() < 1e-5
+    assert (predictions["prediction"] == table["species"]).mean() > 0.9
+    to_stdout = cli("predict", "r", "rows.csv")
+    assert to_stdout.stdout.splitlines()[0] == "prediction,prob_setosa,prob_versicolor,prob_virginica"
+
+
+def test_predict_copies_the_id_and_decodes_regression(workdir, cli):
+    assert cli("fit", "configs/diabetes.yaml", "train.epochs=5", "data.id=age", "--out", "r").code == 0
+    predictions = cli("predict", "r", "data/diabetes.csv", "--output", "p.csv")
+    assert predictions.code == 0, predictions.output
+    frame = pd.read_csv("p.csv")
+    assert list(frame.columns) == ["age", "prediction"]
+    assert 50 < frame["prediction"].mean() < 250  # in the target's units, not standardized
+
+
+def test_predict_names_missing_columns(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "train.epochs=1", "--out", "r").code == 0
+    write(workdir / "rows.csv", "sepal_length,sepal_width\n1,2\n")
+    result = cli("predict", "r", "rows.csv")
+    assert result.code == 2
+    assert "petal_length, petal_width" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_pickle_that_runs_code_is_refused(workdir, cli):
+    marker = workdir / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = workdir / "evil"
+    run.mkdir()
+    torch.save({"format": "dltrain-checkpoint", "payload": Exploit()}, run / "best.pt")
+    torch.save({"format": "dltrain-checkpoint", "payload": Exploit()}, run / "last.pt")
+    for args in (("evaluate", run), ("predict", run, "data/iris.csv"), ("fit", "--resume", run), ("evaluate", run / "best.pt")):
+        result = cli(*args)
+        assert result.code == 2, (args, result.output)
+        assert "refused to load" in result.stderr and "Traceback" not in result.output
+    assert not marker.exists()
+
+
+def test_foreign_and_truncated_checkpoints(workdir, cli):
+    torch.save({"weights": torch.zeros(2)}, workdir / "foreign.pt")
+    result = cli("evaluate", workdir / "foreign.pt")
+    assert result.code == 2 and "not a dltrain checkpoint" in result.stderr
+    assert cli("fit", "configs/iris.yaml", "train.epochs=1", "--out", "r").code == 0
+    data = (workdir / "r" / "best.pt").read_bytes()
+    (workdir / "cut.pt").write_bytes(data[: len(data) // 2])
+    result = cli("evaluate", workdir / "cut.pt")
+    assert result.code == 2 and "not a readable checkpoint" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["data.target=specie"], "column 'specie' is not in"),
+        (["data.inputs=[sepal_length, petal_lenght]"], "Did you mean 'petal_length'"),
+        (["loss=BCEWithLogitsLoss"], "BCEWithLogitsLoss and BCELoss are for two classes: use CrossEntropyLoss"),
+        (["loss=mse"], "MSELoss does not fit: target 'species' is category"),
+        (["model.layers.3.Linear=4"], "the model gives (batch, 4) per batch, but the loss and target need (batch, 3)"),
+        (["data.source=missing.csv"], "file not found: 'missing.csv'"),
+        (["optimizer.momentum=0.9"], "Adam has no argument 'momentum'"),
+    ],
+)
+def test_bad_input_is_exit_2_with_a_clear_message(workdir, cli, overrides, fragment):
+    for verb in ("check", "fit"):
+        result = cli(verb, "configs/iris.yaml", *overrides)
+        assert result.code == 2, result.output
+        assert fragment in result.stderr.replace("\n", " ")
+        assert "Traceback" not in result.output
+
+
+def test_missing_column_lists_the_columns_that_exist(workdir, cli):
+    config = workdir / "configs" / "iris.yaml"
+    config.write_text(config.read_text().replace("target: species", "target: colour"))
+    result = cli("check", "configs/iris.yaml")
+    assert "configs/iris.yaml:8: data.target: column 'colour' is not in" in result.stderr.replace("\n", "")
+    assert "Its columns: sepal_length, sepal_width, petal_length, petal_width, species" in result.stderr.replace("\n", "")
+
+
+def test_loss_target_mismatch_numeric_target(workdir, cli):
+    result = cli("check", "configs/diabetes.yaml", "loss=CrossEntropyLoss")
+    assert result.code == 2
+    assert "CrossEntropyLoss does not fit: target 'progression' is numeric" in result.stderr.replace("\n", "")
+
+
+def test_empty_data_file(workdir, cli):
+    write(workdir / "data" / "empty.csv", "")
+    result = cli("fit", "configs/iris.yaml", "data.source=../data/empty.csv")
+    assert result.code == 2 and "the file is empty" in result.stderr
+
+
+def test_header_only_data_file(workdir, cli):
+    write(workdir / "data" / "header.csv", "a,b,species\n")
+    result = cli("check", "configs/iris.yaml", "data.source=../data/header.csv")
+    assert result.code == 2 and "no rows" in result.stderr
+
+
+def test_softmax_before_cross_entropy_warns(workdir, cli):
+    result = cli("check", "configs/iris.yaml", "model.layers=[{Linear: 8}, ReLU, {Linear: auto}, {Softmax: {dim: 1}}]")
+    assert result.code == 0, result.output
+    assert "the last layer is Softmax, but CrossEntropyLoss applies softmax itself" in result.stderr.replace("\n", " ")
+
+
+def test_check_prints_data_model_and_training(workdir, cli):
+    result = cli("check", "configs/penguins.yaml")
+    assert result.code == 0, result.output
+    out = result.stdout
+    assert "train 241" in out and "val 52" in out and "test 51" in out
+    assert "11 filled" in out  # sex is missing in 11 rows
+    assert "(batch, 10)" in out and "(batch, 3)" in out
+    assert "parameters: 5,059" in out
+    assert "AdamW(lr=0.003)" in out
+    assert not (workdir / "runs").exists()
+
+
+def test_init_from_loads_matching_tensors(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "a").code == 0
+    # learning rate 0: b keeps exactly the weights it started from
+    result = cli("fit", "configs/iris.yaml", "train.epochs=1", "model.layers.0.Linear=8", "optimizer.lr=0", "--init-from", "a", "--out", "b")
+    assert result.code == 0, result.output
+    assert "skipped" in result.stderr and "0.weight" in result.stderr
+    a = torch.load(workdir / "a" / "best.pt", weights_only=True)["model"]
+    b = torch.load(workdir / "b" / "last.pt", weights_only=True)["model"]
+    assert torch.equal(a["3.bias"], b["3.bias"])  # the head fits and was loaded
+    assert b["0.weight"].shape == (8, 4)  # the resized first layer was skipped
+
+
+def test_run_directories_are_never_reused(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "train.epochs=1").code == 0
+    assert cli("fit", "configs/iris.yaml", "train.epochs=1").code == 0
+    assert (workdir / "runs" / "iris").is_dir() and (workdir / "runs" / "iris-2").is_dir()
+    result = cli("fit", "configs/iris.yaml", "train.epochs=1", "--out", "runs/iris")
+    assert result.code == 2 and "not empty" in result.stderr
+
+
+def test_run_config_is_complete_and_reusable(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "optimizer.lr=0.02", "--out", "r").code == 0
+    text = (workdir / "r" / "config.yaml").read_text()
+    assert str(workdir / "data" / "iris.csv") in text
+    assert "lr: 0.02" in text and "Linear: auto" in text and "early_stopping" not in text and "monitor: val_loss" in text
+    again = cli("fit", workdir / "r" / "config.yaml", "--out", "again")
+    assert again.code == 0, again.output
+    data = json.loads((workdir / "r" / "data.json").read_text())
+    assert data["rows"] == {"train": 105, "val": 24, "test": 21}
+    assert sorted(data["indices"]["train"] + data["indices"]["val"] + data["indices"]["test"]) == list(range(150))
