@@ -10,10 +10,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _API = {
-    "fit": "dltrain.fit",
-    "check": "dltrain.check",
-    "evaluate": "dltrain.predict",
-    "predict": "dltrain.predict",
+    "fit": "dltrain.fitting",
+    "check": "dltrain.build",
+    "evaluate": "dltrain.inference",
+    "predict": "dltrain.inference",
     "load_config": "dltrain.config",
 }
 

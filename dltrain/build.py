@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from dltrain.components import Component, ComponentError, bind
-from dltrain.config import LoadedConfig
+from dltrain.config import LoadedConfig, load_config
 from dltrain.console import warn
 from dltrain.data.dataset import Prepared, prepare
 from dltrain.data.sources import resolve_source
 from dltrain.errors import ConfigError, DltrainError
 from dltrain.model.builder import LayerInfo, build_model, parse_layers, to_argument
 from dltrain.train.losses import LossEntry, loss_registry
-from dltrain.train.metrics import DEFAULTS, METRICS
+from dltrain.train.metrics import DEFAULTS, METRICS, higher_is_better
 from dltrain.train.optim import build_optimizer, build_scheduler
+from dltrain.train.trainer import count_batches
 
 
 @dataclass
@@ -128,3 +130,12 @@ def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch
 def parse_saved_layers(config: dict) -> list[Component]:
     return parse_layers(config["model"]["layers"])
 
+
+
+def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Built:
+    """`dltrain check`: everything `fit` does before its first batch; raises the errors `fit` would raise."""
+    cfg = load_config(config, list(overrides))
+    built = build(cfg)
+    steps = count_batches(len(built.data.splits["train"].x), cfg.config.data.batch_size)
+    optimizer_and_scheduler(cfg, built.model, steps, higher_is_better(cfg.config.train.monitor))
+    return built

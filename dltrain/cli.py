@@ -85,7 +85,7 @@ def fit(
         if resume is None and not Path(configs[0]).exists():
             raise UsageError(f"config file not found: {configs[0]}")
 
-        from dltrain.fit import fit as run_fit
+        from dltrain.fitting import fit as run_fit
         from dltrain.summary import print_fit
         from dltrain.train.trainer import Interrupted
 
@@ -117,7 +117,7 @@ def check(
     """Validate a config, build its data and model, print them; train nothing."""
 
     def action():
-        from dltrain.check import check as run_check
+        from dltrain.build import check as run_check
         from dltrain.errors import UsageError
         from dltrain.summary import print_check
 
@@ -142,7 +142,7 @@ def evaluate(
         import json
 
         from dltrain.errors import UsageError
-        from dltrain.predict import evaluate as run_evaluate
+        from dltrain.inference import evaluate as run_evaluate
 
         if split not in ("train", "val", "test"):
             raise UsageError(f"--split must be train, val or test, found {split!r}")
@@ -167,7 +167,7 @@ def predict(
     """Predict a table's rows: a CSV with the id, the prediction and each class's probability."""
 
     def action():
-        from dltrain.predict import predict as run_predict
+        from dltrain.inference import predict as run_predict
 
         result = run_predict(run, input, output, batch_size)
         if output is None:

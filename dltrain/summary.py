@@ -9,7 +9,7 @@ from rich.table import Table
 
 from dltrain.build import Built
 from dltrain.console import out
-from dltrain.fit import FitResult
+from dltrain.fitting import FitResult
 
 
 def _number(value) -> str:

@@ -25,6 +25,7 @@ from dltrain.data.encoders import (
     encoder_from_dict,
     fit_encoder,
     infer_type,
+    is_missing,
     keys,
     looks_like_id,
 )
@@ -340,7 +341,7 @@ def _count_missing(reports: list[ColumnReport], table: pd.DataFrame, rows: dict[
     used = np.concatenate(list(rows.values()))
     for report in reports:
         if report.role == "input":
-            report.missing = int(keys(table[report.name].iloc[used]).isna().sum())
+            report.missing = int(is_missing(table[report.name].iloc[used]).sum())
 
 
 def read_recorded(info: dict) -> pd.DataFrame:

@@ -29,13 +29,25 @@ def keys(series: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype("string")
     if pd.api.types.is_numeric_dtype(series):
-        values = series.astype("float64")
-        integral = values.notna() & np.isfinite(values) & (values % 1 == 0) & (values.abs() < 2**53)
-        text = values.astype("string")
-        text[integral] = values[integral].astype("int64").astype("string")
-        return text.where(values.notna(), pd.NA)
+        # format each distinct number once: a column has far fewer distinct values than rows
+        codes, distinct = pd.factorize(series.astype("float64"), use_na_sentinel=True)
+        text = np.array([_number_key(v) for v in distinct] + [None], dtype=object)
+        return pd.Series(text[codes], index=series.index, dtype="string")
     text = series.astype("string").str.strip()
     return text.where(text.notna() & (text != ""), pd.NA)
+
+
+def _number_key(value: float) -> str:
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
+def is_missing(series: pd.Series) -> pd.Series:
+    """Missing values: NaN, None, or text that is empty."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.isna()
+    return keys(series).isna()
 
 
 def _sort_keys(values: list[str]) -> list[str]:
@@ -103,7 +115,7 @@ class NumericEncoder(Encoder):
 
 
 def _numbers(column: str, series: pd.Series) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series):
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         return series.astype("float64")
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna() & (series.astype("string").str.strip() != "")
@@ -230,16 +242,17 @@ class Inferred:
 def infer_type(series: pd.Series, is_target: bool) -> Inferred:
     """The column type the data suggests, as DESIGN.md's table of column types lays it out."""
     present = series.dropna()
-    distinct = keys(present).nunique()
     if pd.api.types.is_bool_dtype(series):
         return Inferred("binary", "true/false values")
     if pd.api.types.is_numeric_dtype(series):
+        distinct = present.nunique()
         if distinct == 2:
             return Inferred("binary", "two distinct numbers")
         integral = bool(len(present)) and bool((present.astype("float64") % 1 == 0).all())
         if is_target and integral and distinct <= MAX_TARGET_CLASSES:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
+    distinct = keys(present).nunique()
     if distinct == 2:
         return Inferred("binary", "two distinct values")
     if distinct <= MAX_CATEGORIES:

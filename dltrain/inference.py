@@ -18,7 +18,7 @@ from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
 from dltrain.data.encoders import keys
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
 from dltrain.errors import CheckpointError, DataError, UsageError
-from dltrain.fit import resolve_device
+from dltrain.fitting import resolve_device
 from dltrain.model.builder import InputSpec, build_model
 from dltrain.run import checkpoint_path, load_checkpoint, write_json
 from dltrain.train import metrics as metric_registry
