@@ -6,6 +6,7 @@ Only this module prints errors: a `DltrainError` is one paragraph and exit 2 (no
 
 from __future__ import annotations
 
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -101,7 +102,7 @@ def fit(
         except Interrupted as stop:
             from dltrain.console import err
 
-            run = resume or "the run directory printed above"
+            run = shlex.quote(str(stop.run_dir or resume))
             err().print(f"\nstopped by {stop}: last.pt saved. Continue with: dltrain fit --resume {run}", markup=False)
             raise
         print_fit(result)

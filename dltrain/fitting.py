@@ -19,7 +19,7 @@ from dltrain.train import progress as progress_module
 from dltrain.train.diagnose import diagnose
 from dltrain.train.losses import baseline_loss
 from dltrain.train.metrics import higher_is_better
-from dltrain.train.trainer import Settings, Split, Trainer, count_batches
+from dltrain.train.trainer import Interrupted, Settings, Split, StopSignal, Trainer, catch_signals, count_batches
 
 
 @dataclass
@@ -69,14 +69,16 @@ def fit(
     built = build(cfg)
     run_path = _make_run_dir(cfg, out)
     note(f"run directory: {run_path}")
-    static = _static(cfg, built)
-    write_text(run_path / "config.yaml", dump_yaml(static["config"]))
-    write_json(run_path / "data.json", built.data.info)
-    trainer, sink = _trainer(cfg, built, run_path, static, progress)
-    if init_from is not None:
-        _init_from(trainer, init_from)
-    sink.start([])
-    return _train(trainer, built, run_path)
+    # from here on a signal is answered with a last.pt that --resume can start from
+    with catch_signals() as stop:
+        static = _static(cfg, built)
+        write_text(run_path / "config.yaml", dump_yaml(static["config"]))
+        write_json(run_path / "data.json", built.data.info)
+        trainer, sink = _trainer(cfg, built, run_path, static, progress, stop)
+        if init_from is not None:
+            _init_from(trainer, init_from)
+        sink.start([])
+        return _train(trainer, built, run_path)
 
 
 def _setup_torch(cfg: LoadedConfig) -> None:
@@ -116,7 +118,9 @@ def _static(cfg: LoadedConfig, built: Built) -> dict:
     }
 
 
-def _trainer(cfg: LoadedConfig, built: Built, run_path: Path, static: dict, progress: bool) -> tuple[Trainer, RunDir]:
+def _trainer(
+    cfg: LoadedConfig, built: Built, run_path: Path, static: dict, progress: bool, stop: StopSignal
+) -> tuple[Trainer, RunDir]:
     train = cfg.config.train
     with_device = resolve_device_located(cfg)
     model = built.model.to(with_device)
@@ -160,6 +164,7 @@ def _trainer(cfg: LoadedConfig, built: Built, run_path: Path, static: dict, prog
         sink,
         progress_module.choose(keys, progress),
         forward,
+        stop,
     )
     return trainer, sink
 
@@ -172,7 +177,11 @@ def resolve_device_located(cfg: LoadedConfig) -> torch.device:
 
 
 def _train(trainer: Trainer, built: Built, run_path: Path) -> FitResult:
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Interrupted as stop:
+        stop.run_dir = run_path
+        raise
     monitor = trainer.settings.monitor
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), result.history[-1] if result.history else {})
     train_y = built.data.splits["train"].y
@@ -205,6 +214,11 @@ def _resume(run_path: Path, overrides: list[str], progress: bool) -> FitResult:
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("train.")]
     if bad:
         raise UsageError(f"with --resume only train.* keys may be changed (train.epochs=20 extends a run); found {', '.join(bad)}")
+    with catch_signals() as stop:
+        return _continue(run_path, state, overrides, progress, stop)
+
+
+def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool, stop: StopSignal) -> FitResult:
     cfg = load_config(state["config"], overrides, origin=str(run_path / "config.yaml"))
     if cfg.config.train.epochs < state["epoch"]:
         raise ConfigError([Problem("command line", "train.epochs", f"the run already has {state['epoch']} epochs; give more to extend it")])
@@ -220,10 +234,10 @@ def _resume(run_path: Path, overrides: list[str], progress: bool) -> FitResult:
     built = build(cfg, data)
     static = _static(cfg, built)
     write_text(run_path / "config.yaml", dump_yaml(static["config"]))
-    trainer, sink = _trainer(cfg, built, run_path, static, progress)
+    trainer, sink = _trainer(cfg, built, run_path, static, progress, stop)
     trainer.load_state_dict(state)
     sink.start(trainer.state.history)
-    note(f"resuming {run_path} at epoch {state['epoch'] + (1 if not state['batch'] else 0)}" + (f", batch {state['batch'] + 1}" if state["batch"] else ""))
+    note(f"resuming {run_path} at epoch {state['epoch'] + 1}" + (f", batch {state['batch'] + 1}" if state["batch"] else ""))
     if trainer.state.epoch >= cfg.config.train.epochs:
         note(f"the run has finished its {cfg.config.train.epochs} epochs: give train.epochs=N to extend it")
     return _train(trainer, built, run_path)

@@ -55,6 +55,32 @@ class Interrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.run_dir = None  # set by whoever knows where last.pt went
+
+
+class StopSignal:
+    """Which signal asked training to stop, if any."""
+
+    signum: int | None = None
+
+
+@contextmanager
+def catch_signals():
+    """SIGINT and SIGTERM set a flag instead of killing the process: the loop saves and stops."""
+    stop = StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop.signum = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
@@ -105,6 +131,7 @@ class Trainer:
         sink: Sink,
         progress: Progress | None = None,
         forward: nn.Module | None = None,
+        stop: StopSignal | None = None,
     ):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.forward = forward or model  # the compiled module, when compiled; checkpoints use `model`
@@ -115,7 +142,7 @@ class Trainer:
         self.state = _State()
         self.higher = metric_registry.higher_is_better(settings.monitor)
         self.metrics = settings.metrics
-        self._signal: int | None = None
+        self.stop = stop  # set by SIGINT / SIGTERM; checked after every batch
         dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(settings.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 and device.type == "cuda" else None
@@ -124,15 +151,15 @@ class Trainer:
 
     def fit(self) -> Result:
         s = self.settings
-        with self._signals():
+        with catch_signals() if self.stop is None else nullcontext(self.stop) as stop:
+            self.stop = stop
             try:
                 while self.state.epoch < s.epochs:
                     row = self._epoch()
                     self.state.history.append(row)
                     self.sink.epoch_row(row)
                     self.progress.end_epoch(row)
-                    stop = self._after_epoch(row)
-                    if stop:
+                    if self._after_epoch(row):
                         return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
             finally:
                 self.progress.close()
@@ -143,7 +170,7 @@ class Trainer:
         epoch = st.epoch + 1
         n = len(self.train_split)
         batches = count_batches(n, s.batch_size)
-        if st.batch == 0:
+        if st.step_losses is None:  # a new epoch, not one resumed part-way
             st.order = torch.randperm(n, generator=self.generator) if s.shuffle else None
             st.step_losses = torch.zeros(batches, device=self.device)
             st.outputs, st.seconds = [], 0.0
@@ -153,6 +180,7 @@ class Trainer:
         self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
         self.model.train()
         x, y = self.train_split.x, self.train_split.y
+        self._stop_if_signalled(st.batch, start)
         for i in range(st.batch, batches):
             lo, hi = i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size
             if order is None:
@@ -167,10 +195,8 @@ class Trainer:
             st.step_losses[i] = loss.detach()
             st.outputs.append(output.detach())
             self.progress.advance(1)
-            if self._signal is not None:
-                st.batch, st.seconds = i + 1, st.seconds + time.perf_counter() - start
-                self._save(best=False)
-                raise Interrupted(self._signal)
+            if self.stop.signum is not None:
+                self._stop_if_signalled(i + 1, start)
         sizes = torch.full((batches,), float(s.batch_size), device=self.device)
         sizes[-1] = n - (batches - 1) * s.batch_size
         train_loss = float((st.step_losses * sizes).sum()) / n
@@ -193,6 +219,15 @@ class Trainer:
         row["seconds"] = st.seconds + time.perf_counter() - start
         st.epoch, st.batch, st.order, st.outputs, st.step_losses = epoch, 0, None, [], None
         return row
+
+    def _stop_if_signalled(self, batch: int, start: float) -> None:
+        """After a signal: save last.pt at this batch (the epoch's order kept), then stop."""
+        if self.stop.signum is None:
+            return
+        st = self.state
+        st.batch, st.seconds = batch, st.seconds + time.perf_counter() - start
+        self._save(best=False)
+        raise Interrupted(self.stop.signum)
 
     def _backward(self, loss: torch.Tensor, i: int, batches: int) -> None:
         s = self.settings
@@ -252,7 +287,7 @@ class Trainer:
     def state_dict(self) -> dict:
         st = self.state
         partial = None
-        if st.batch:
+        if st.step_losses is not None:  # stopped inside an epoch: keep its order and what it measured
             partial = {
                 "order": st.order,
                 "step_losses": st.step_losses.cpu(),
@@ -294,7 +329,7 @@ class Trainer:
         st.best_value, st.best_epoch, st.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
         st.history = [dict(r) for r in state["history"]]
         partial = state.get("partial")
-        if st.batch and partial:
+        if partial:
             st.order = partial["order"]
             st.step_losses = partial["step_losses"].to(self.device)
             st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
@@ -307,25 +342,6 @@ class Trainer:
         if rng.get("numpy") is not None:
             np.random.set_state(_numpy_state(rng["numpy"]))
         self.generator.set_state(rng["shuffle"])
-
-    # ----- signals
-
-    @contextmanager
-    def _signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            self._signal = signum
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
 
 def evaluate_batches(forward, loss_fn, x, y, batch_size: int, autocast=nullcontext) -> tuple[float, torch.Tensor]:
     """Outputs of `forward` over `x` in batches under inference mode, and the mean loss against `y`."""
