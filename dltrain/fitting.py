@@ -150,7 +150,7 @@ def _trainer(
     keys = ["train_loss", *(f"train_{m}" for m in built.metrics[:1])]
     if "val" in splits:
         keys += ["val_loss", *(f"val_{m}" for m in built.metrics)]
-    sink = RunDir(run_path, static)
+    sink = RunDir(run_path, static, tensorboard=train.logger == "tensorboard")
     trainer = Trainer(
         model,
         built.loss_fn.to(with_device),

@@ -76,10 +76,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
 class RunDir:
     """The files of one run. It is the trainer's `Sink`: metrics rows and checkpoints go here."""
 
-    def __init__(self, path: Path, static: dict):
+    def __init__(self, path: Path, static: dict, tensorboard: bool = False):
         self.path = Path(path)
         self.static = static  # what every checkpoint holds besides the trainer's state
         self.history: list[dict] = []
+        self.board = _tensorboard(self.path) if tensorboard else None
 
     def start(self, history: list[dict]) -> None:
         """metrics.csv as the checkpoint knows it (on resume, rows written after it are dropped)."""
@@ -89,6 +90,11 @@ class RunDir:
     def epoch_row(self, row: dict) -> None:
         self.history.append(dict(row))
         self._write_metrics()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, float):
+                    self.board.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+            self.board.flush()
 
     def _write_metrics(self) -> None:
         if not self.history:
@@ -103,6 +109,18 @@ class RunDir:
 
     def checkpoint(self, state: dict, best: bool) -> None:
         save_checkpoint({**self.static, **state}, self.path / ("best.pt" if best else "last.pt"))
+
+
+def _tensorboard(path: Path):
+    """A TensorBoard writer in the run directory, when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from dltrain.console import warn
+
+        warn("train.logger is tensorboard, but the tensorboard package is not installed (pip install tensorboard): metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(str(path / "tensorboard"))
 
 
 def _cell(value: Any) -> Any:

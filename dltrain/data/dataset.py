@@ -194,8 +194,6 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
             "a classifier needs at least two",
             key=("data", "target"),
         )
-    if loss.task == CLASSIFICATION and target_type == "binary":
-        target = CategoryEncoder(target.column, list(target.classes))  # two classes, an index each
     task = make_task(loss, target)
     detail = f"classes: {', '.join(task.classes)}" if task.classes else f"mean {target.mean:.4g}, std {target.std:.4g}"
     reports.append(ColumnReport(target_column, "target", target_type, how, dropped, detail))

@@ -77,7 +77,6 @@ class Bar(Silent):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[note]}"),
             console=err(),
             transient=True,
         )
@@ -91,7 +90,7 @@ class Bar(Silent):
         self.stride = max(1, batches // 100)  # a hundred redraws an epoch: cheap beside the batches
         label = f"{epoch}/{epochs}"
         if self.task is None:
-            self.task = self.bar.add_task("", total=batches, completed=done, epoch=label, note="")
+            self.task = self.bar.add_task("", total=batches, completed=done, epoch=label)
         else:
             self.bar.reset(self.task, total=batches, completed=done, epoch=label)
 
