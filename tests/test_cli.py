@@ -238,3 +238,19 @@ def test_run_config_is_complete_and_reusable(workdir, cli):
     data = json.loads((workdir / "r" / "data.json").read_text())
     assert data["rows"] == {"train": 105, "val": 24, "test": 21}
     assert sorted(data["indices"]["train"] + data["indices"]["val"] + data["indices"]["test"]) == list(range(150))
+
+
+def test_evaluate_on_a_file_and_warns_when_the_data_changed(workdir, cli):
+    assert cli("fit", "configs/iris.yaml", "--out", "r").code == 0
+    table = pd.read_csv(workdir / "data" / "iris.csv")
+    table.iloc[:40].to_csv("labelled.csv", index=False)
+    result = cli("evaluate", "r", "--data", "labelled.csv", "--json")
+    assert result.code == 0, result.output
+    report = json.loads((workdir / "r" / "evaluate_labelled.json").read_text())
+    assert report["rows"] == 40 and sum(map(sum, report["confusion_matrix"]["matrix"])) == 40
+    table.loc[0, "sepal_length"] = 9.9
+    table.to_csv(workdir / "data" / "iris.csv", index=False)
+    changed = cli("evaluate", "r")
+    assert changed.code == 0 and "the data of this run changed since it was trained" in changed.stderr
+    missing = cli("evaluate", "r", "--split", "train", "--data", "nowhere.csv")
+    assert missing.code == 2 and "nowhere.csv: file not found" in missing.stderr
