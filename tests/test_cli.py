@@ -236,7 +236,7 @@ def test_run_config_is_complete_and_reusable(workdir, cli):
     again = cli("fit", workdir / "r" / "config.yaml", "--out", "again")
     assert again.code == 0, again.output
     data = json.loads((workdir / "r" / "data.json").read_text())
-    assert data["rows"] == {"train": 105, "val": 24, "test": 21}
+    assert data["rows"] == {"train": 105, "val": 23, "test": 22}
     assert sorted(data["indices"]["train"] + data["indices"]["val"] + data["indices"]["test"]) == list(range(150))
 
 

@@ -25,16 +25,32 @@ MAX_TARGET_CLASSES = 20  # an integer target with more distinct values is numeri
 
 
 def keys(series: pd.Series) -> pd.Series:
-    """Each value as the text that identifies it; missing values stay missing (pd.NA)."""
+    """Each value as the text that identifies it; missing values stay missing (pd.NA).
+
+    Numbers are written one way whatever the file held (3, 3.0 and "3.0" are "3"), and true/false
+    one way whatever their case, so encoders fitted on one file match values read from another.
+    """
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype("string")
     if pd.api.types.is_numeric_dtype(series):
-        # format each distinct number once: a column has far fewer distinct values than rows
-        codes, distinct = pd.factorize(series.astype("float64"), use_na_sentinel=True)
-        text = np.array([_number_key(v) for v in distinct] + [None], dtype=object)
-        return pd.Series(text[codes], index=series.index, dtype="string")
+        return _number_keys(series.astype("float64"))
     text = series.astype("string").str.strip()
-    return text.where(text.notna() & (text != ""), pd.NA)
+    text = text.where(text.notna() & (text != ""), pd.NA)
+    lowered = text.str.lower()
+    text = text.mask(lowered.isin(["true", "false"]), lowered)
+    numbers = pd.to_numeric(text, errors="coerce")
+    numeric = numbers.notna().to_numpy()
+    if numeric.any():
+        text = text.copy()
+        text[numeric] = _number_keys(numbers[numeric].astype("float64"))
+    return text
+
+
+def _number_keys(values: pd.Series) -> pd.Series:
+    # format each distinct number once: a column has far fewer distinct values than rows
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    text = np.array([_number_key(v) for v in distinct] + [None], dtype=object)
+    return pd.Series(text[codes], index=values.index, dtype="string")
 
 
 def _number_key(value: float) -> str:
@@ -145,7 +161,7 @@ class CategoryEncoder(Encoder):
 
     def codes(self, series: pd.Series) -> np.ndarray:
         """The class index of each row; -1 for missing or unseen values."""
-        return pd.Categorical(keys(series), categories=self.classes).codes.astype("int64")
+        return pd.Index(self.classes, dtype="string").get_indexer(keys(series)).astype("int64")
 
     def transform(self, series: pd.Series) -> torch.Tensor:
         codes = torch.from_numpy(self.codes(series))

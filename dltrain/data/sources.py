@@ -206,5 +206,9 @@ def read_table(source: ResolvedSource) -> pd.DataFrame:
 def fingerprint(table: pd.DataFrame) -> str:
     """A hash of the table's content, so that evaluate can tell when the data changed."""
     digest = hashlib.sha256(",".join(table.columns).encode())
-    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    try:
+        hashed = pd.util.hash_pandas_object(table, index=False)
+    except TypeError:  # cells that hold lists (a JSON sequence per row): hash their text
+        hashed = pd.util.hash_pandas_object(table.astype(str), index=False)
+    digest.update(hashed.to_numpy().tobytes())
     return digest.hexdigest()[:16]

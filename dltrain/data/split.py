@@ -16,21 +16,28 @@ def split_by_ratios(
 ) -> dict[str, np.ndarray]:
     """Row indices per split. With `strata` (the class of each row) every class is divided alike.
 
-    Each group of rows is shuffled with `seed`, then cut by largest remainder, so the counts are as
-    close to the ratios as whole rows allow. A class too small for every split goes to train first.
+    Each group of rows is shuffled with `seed`, then cut by largest remainder, so each class's
+    counts are within one row of the ratios; rows left over after the whole parts go where the
+    split's total is furthest below its share, so the totals stay within one row as well. A class
+    too small for every split goes to train first.
     """
     rng = np.random.default_rng(seed)
     names = [s for s in SPLITS if ratios.get(s, 0) > 0]
+    shares = [ratios[s] for s in names]
     groups = [("", np.arange(n_rows))] if strata is None else _groups(strata)
+    totals = _largest_remainder(n_rows, shares, [0] * len(names))
+    assigned = [0] * len(names)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in names}
     short: list[str] = []
     for label, rows in groups:
         rows = rng.permutation(rows)
-        counts = _largest_remainder(len(rows), [ratios[s] for s in names])
+        deficit = [t - a for t, a in zip(totals, assigned)]
+        counts = _largest_remainder(len(rows), shares, deficit)
         start = 0
-        for split, count in zip(names, counts):
+        for i, (split, count) in enumerate(zip(names, counts)):
             parts[split].append(rows[start : start + count])
             start += count
+            assigned[i] += count
         if strata is not None and any(c == 0 for c in counts):
             short.append(f"'{label}' ({len(rows)} rows)")
     if short:
@@ -46,11 +53,15 @@ def _groups(strata: pd.Series) -> list[tuple[str, np.ndarray]]:
     return [(str(label), np.flatnonzero(codes == i)) for i, label in enumerate(labels)]
 
 
-def _largest_remainder(total: int, ratios: list[float]) -> list[int]:
+def _largest_remainder(total: int, ratios: list[float], deficit: list[int]) -> list[int]:
+    """Whole counts summing to `total`, each within one of total x ratio.
+
+    Leftover rows go to the largest fractions; equal fractions to the split with the largest
+    `deficit` (rows it still lacks overall), then to the earlier split (train first).
+    """
     quotas = [total * r for r in ratios]
-    counts = [int(q) for q in quotas]
-    # leftover rows go to the largest fractions; ties to the earlier split (train first)
-    order = sorted(range(len(ratios)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    counts = [int(q + 1e-9) for q in quotas]
+    order = sorted(range(len(ratios)), key=lambda i: (-round(quotas[i] - counts[i], 9), -deficit[i], i))
     for i in order[: total - sum(counts)]:
         counts[i] += 1
     return counts

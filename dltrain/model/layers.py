@@ -83,6 +83,12 @@ class _Recurrent(nn.Module):
         self.directions = 2 if bidirectional else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            # PyTorch would read (batch, features) as one unbatched sequence: say so instead
+            raise ValueError(
+                f"{type(self).__name__} takes sequences, (batch, length, features), but got "
+                f"{tuple(x.shape)}; for a table, Reshape it first (Reshape: [-1, 1] makes each feature a step)"
+            )
         output, hidden = self.rnn(x)
         if self.return_sequences:
             return output
