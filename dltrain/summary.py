@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
+import shutil
+import sys
+from pathlib import Path
 
 from rich.table import Table
 
@@ -91,9 +95,22 @@ def _shape(shape) -> str:
     return "(batch, " + ", ".join(str(s) for s in shape) + ")" if shape else "(batch,)"
 
 
+def program() -> str:
+    """How to call dltrain again: `dltrain` when it is on PATH, else the path that was used."""
+    called = sys.argv[0] if sys.argv else ""
+    if Path(called).name == "__main__.py":
+        return "python -m dltrain"
+    found = shutil.which("dltrain")
+    if Path(called).name == "dltrain" and (found is None or Path(found).resolve() != Path(called).resolve()):
+        relative = os.path.relpath(called)
+        return shlex.quote(called if relative.startswith("..") else relative)
+    return "dltrain"
+
+
 def print_fit(result: FitResult) -> None:
     console = out()
     run = shlex.quote(str(result.run_dir))
+    me = program()
     if result.best_epoch is None:
         console.print(f"\nNo epoch improved {result.monitor}. Run directory: {result.run_dir}")
     else:
@@ -104,8 +121,8 @@ def print_fit(result: FitResult) -> None:
     if result.hint:
         console.print(f"[yellow]{result.hint}[/yellow]")
     console.print(f"Run directory: {result.run_dir}")
-    console.print(f"  evaluate on the test split:  dltrain evaluate {run}")
-    console.print(f"  predict on new rows:         dltrain predict {run} NEW_ROWS.csv --output predictions.csv")
+    console.print(f"  evaluate on the test split:  {me} evaluate {run}")
+    console.print(f"  predict on new rows:         {me} predict {run} NEW_ROWS.csv --output predictions.csv")
 
 
 def print_evaluation(evaluation) -> None:
