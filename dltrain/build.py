@@ -18,7 +18,7 @@ from dltrain.console import warn
 from dltrain.data.dataset import Prepared, prepare
 from dltrain.data.sources import resolve_source
 from dltrain.errors import ConfigError, DltrainError
-from dltrain.model.builder import LayerInfo, build_model, parse_layers, to_argument
+from dltrain.model.builder import LayerInfo, build_model, to_argument
 from dltrain.train.losses import LossEntry, loss_registry
 from dltrain.train.metrics import DEFAULTS, METRICS, higher_is_better
 from dltrain.train.optim import build_optimizer, build_scheduler
@@ -125,11 +125,6 @@ def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch
             except (TypeError, ValueError) as error:
                 raise ComponentError(f"{cfg.scheduler.name}: {error}", ("scheduler",)) from None
     return optimizer, scheduler
-
-
-def parse_saved_layers(config: dict) -> list[Component]:
-    return parse_layers(config["model"]["layers"])
-
 
 
 def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Built:

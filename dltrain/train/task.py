@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dltrain.train.losses import BINARY, CLASSIFICATION, REGRESSION, LossEntry
+from dltrain.train.losses import BINARY, CLASSIFICATION, LossEntry
 
 CATEGORY, BINARY_TYPE, NUMERIC = "category", "binary", "numeric"
 
@@ -41,6 +41,3 @@ class Task:
     def values(self, output_or_target: torch.Tensor) -> torch.Tensor:
         """A regression output or target back in the target's own units, (N,)."""
         return output_or_target.reshape(-1).double() * self.std + self.mean
-
-    def validate(self) -> None:
-        assert self.loss.task in (CLASSIFICATION, BINARY, REGRESSION)
