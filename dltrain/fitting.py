@@ -14,7 +14,8 @@ from dltrain.config.yaml import dump_yaml
 from dltrain.console import note, warn
 from dltrain.data.dataset import DataSchema, Prepared, make_task, rebuild
 from dltrain.errors import CheckpointError, ConfigError, DltrainError, Problem, UsageError
-from dltrain.run import FORMAT, FORMAT_VERSION, RunDir, load_checkpoint, new_run_dir, write_json, write_text
+from dltrain.files import write_json, write_text
+from dltrain.run import FORMAT, FORMAT_VERSION, RunDir, load_checkpoint, new_run_dir
 from dltrain.train import progress as progress_module
 from dltrain.train.diagnose import diagnose
 from dltrain.train.losses import baseline_loss

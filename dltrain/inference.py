@@ -18,9 +18,10 @@ from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
 from dltrain.data.encoders import keys
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
 from dltrain.errors import CheckpointError, DataError, UsageError
+from dltrain.files import write_json, write_text
 from dltrain.fitting import resolve_device
 from dltrain.model.builder import InputSpec, build_model
-from dltrain.run import checkpoint_path, load_checkpoint, write_json
+from dltrain.run import checkpoint_path, load_checkpoint
 from dltrain.train import metrics as metric_registry
 from dltrain.train.losses import LossEntry
 from dltrain.train.task import Task
@@ -162,7 +163,6 @@ def predict(
         result["prediction"] = task.values(outputs).cpu().numpy()
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        from dltrain.run import write_text
 
         write_text(Path(output), result.to_csv(index=False))
     return result
