@@ -128,7 +128,11 @@ def _trainer(
     forward = model
     if train.compile:
         forward = torch.compile(model)
-    splits = {name: Split(s.x.to(with_device), s.y.to(with_device)) for name, s in built.data.splits.items()}
+    schema = built.data.schema
+    splits = {
+        name: Split(s.x.to(with_device), s.y.to(with_device), schema.batch_transform(train=name == "train"))
+        for name, s in built.data.splits.items()
+    }
     steps = count_batches(len(splits["train"]), cfg.config.data.batch_size)
     higher = higher_is_better(train.monitor)
     optimizer, scheduler = optimizer_and_scheduler(cfg, model, steps, higher)

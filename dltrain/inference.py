@@ -16,6 +16,8 @@ from dltrain.config import LoadedConfig, load_config
 from dltrain.console import warn
 from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
 from dltrain.data.encoders import keys
+from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
+from dltrain.data.images import list_images
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
 from dltrain.errors import CheckpointError, DataError, UsageError
 from dltrain.files import write_json, write_text
@@ -104,7 +106,8 @@ def evaluate(
         if not known.all():
             warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
             table, y = table[known], y[torch.from_numpy(known)]
-        x = loaded.schema.encode_inputs(table, str(data))
+        x, readable = loaded.schema.encode_inputs(table, str(data))
+        y = y[torch.from_numpy(readable)]
         name = Path(data).stem
     else:
         info = loaded.state["data"]
@@ -116,7 +119,14 @@ def evaluate(
     if x.shape[0] == 0:
         raise DataError(f"no rows to evaluate in {data or split}")
     x, y = x.to(loaded.device), y.to(loaded.device)
-    loss, outputs = evaluate_batches(loaded.model, loaded.loss_fn, x, y, batch_size or loaded.cfg.config.data.batch_size)
+    loss, outputs = evaluate_batches(
+        loaded.model,
+        loaded.loss_fn,
+        x,
+        y,
+        batch_size or loaded.cfg.config.data.batch_size,
+        transform=loaded.schema.batch_transform(train=False),
+    )
     outcome = metric_registry.Outcome(loaded.task, outputs, y, name)
     names = tuple(loaded.state.get("metrics") or metric_registry.DEFAULTS[loaded.task.target_type])
     metrics = {"loss": loss, **metric_registry.compute(names, outcome)}
@@ -127,6 +137,20 @@ def evaluate(
     result = Evaluation(name if data is None else str(data), int(x.shape[0]), metrics, confusion, out)
     write_json(out, _json_safe(result.to_dict()))
     return result
+
+
+def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows to predict: a table as given, or image paths made into the table the model expects."""
+    if isinstance(input, pd.DataFrame):
+        return input, "the input"
+    media = loaded.schema.media
+    path = Path(input)
+    if media is not None and EXTENSIONS.get(path.suffix.lower()) is None:
+        files = list_images(input)
+        if not files:
+            raise DataError(f"{input}: no image files ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found there")
+        return pd.DataFrame({media.column: [str(f) for f in files]}), str(input)
+    return read_input(input), str(input)
 
 
 def _json_safe(value):
@@ -142,16 +166,27 @@ def _json_safe(value):
 def predict(
     run: str | Path, input: str | Path | pd.DataFrame, output: str | Path | None = None, batch_size: int | None = None
 ) -> pd.DataFrame:
-    """Predictions for a table (without its target): id, prediction, and prob_<class> per class."""
+    """Predictions for a table (without its target), or for image files, a folder of them or a glob.
+
+    The CSV has the id column (or the file path), `prediction`, and `prob_<class>` per class.
+    """
     loaded = load_run(run)
-    table = input if isinstance(input, pd.DataFrame) else read_input(input)
-    label = "the input" if isinstance(input, pd.DataFrame) else str(input)
-    x = loaded.schema.encode_inputs(table, label).to(loaded.device)
-    _, outputs = evaluate_batches(loaded.model, loaded.loss_fn, x, None, batch_size or max(loaded.cfg.config.data.batch_size, 1024))
+    table, label = _input_table(loaded, input)
+    x, readable = loaded.schema.encode_inputs(table, label)
+    table = table[readable]
+    _, outputs = evaluate_batches(
+        loaded.model,
+        loaded.loss_fn,
+        x.to(loaded.device),
+        None,
+        batch_size or max(loaded.cfg.config.data.batch_size, 256),
+        transform=loaded.schema.batch_transform(train=False),
+    )
     result = pd.DataFrame(index=range(len(table)))
-    id_column = loaded.schema.id
-    if id_column is not None and id_column in table.columns:
-        result[id_column] = table[id_column].to_numpy()
+    media = loaded.schema.media
+    for column in (loaded.schema.id, media.column if media is not None else None):
+        if column is not None and column in table.columns and column not in result.columns:
+            result[column] = table[column].to_numpy()
     task = loaded.task
     if task.is_classification:
         probs = task.probabilities(outputs).cpu()

@@ -402,7 +402,7 @@ def _check_values(loaded: LoadedConfig) -> list[Problem]:
         problems += _check_source(loaded, data.source, ("data", "source"))
     if isinstance(split, ByColumn) and split.column == data.target:
         problems.append(loaded.problem(("data", "split", "column"), "the split column cannot be the target"))
-    if data.target is None:
+    if data.target is None and not _is_folder(loaded, data.source):
         problems.append(loaded.problem(("data", "target"), "required key is missing: the column to predict"))
     columns = [c for c in (data.inputs or []) if not isinstance(c, str)]
     if data.target is not None and not isinstance(data.target, str):
@@ -430,6 +430,16 @@ def _check_values(loaded: LoadedConfig) -> list[Problem]:
             hint = suggest(bare, METRICS.names()) or f" Known metrics: {', '.join(METRICS.names())}."
             problems.append(loaded.problem(("train", key), f"unknown metric '{bare}'.{hint}"))
     return problems
+
+
+def _is_folder(loaded: LoadedConfig, source) -> bool:
+    """A folder of class subfolders: its target is the `label` column dltrain makes."""
+    from dltrain.data.sources import FOLDER_TYPES, resolve_source
+
+    try:
+        return resolve_source(source, lambda value, key: loaded.resolve_path(value, ("data", "source", *key))).type in FOLDER_TYPES
+    except (ConfigError, ValueError):
+        return False
 
 
 def _check_source(loaded: LoadedConfig, source: str | Source, path: tuple) -> list[Problem]:

@@ -29,7 +29,7 @@ from dltrain.data.encoders import (
     keys,
     looks_like_id,
 )
-from dltrain.data.sources import ResolvedSource, fingerprint, read_table
+from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, fingerprint, read_table
 from dltrain.data.split import SPLITS, split_by_column, split_by_ratios
 from dltrain.errors import DataError
 from dltrain.model.builder import InputSpec
@@ -46,29 +46,58 @@ class DataSchema:
     inputs: list[Encoder]
     target: Encoder
     id: str | None = None
+    cache: bool = True  # decoded files (images) cached on disk
+    on_error: str = "raise"  # or "skip": unreadable files are left out with a warning
 
     @property
     def input_columns(self) -> list[str]:
         return [e.column for e in self.inputs]
 
+    @property
+    def media(self):
+        """The one input that is not a table column (an image column), if any."""
+        return next((e for e in self.inputs if not e.tabular), None)
+
     def input_spec(self) -> InputSpec:
+        if self.media is not None:
+            return InputSpec(self.media.shape)
         return InputSpec((sum(e.width for e in self.inputs),))
 
-    def encode_inputs(self, table: pd.DataFrame, label: str) -> torch.Tensor:
+    def encode_inputs(self, table: pd.DataFrame, label: str) -> tuple[torch.Tensor, np.ndarray]:
+        """What the model takes for each row, and which rows could be encoded (unreadable files skipped)."""
         missing = [c for c in self.input_columns if c not in table.columns]
         if missing:
             raise DataError(
                 f"{label}: the model needs column(s) {', '.join(missing)}, which are not in it. "
                 f"Its columns: {', '.join(table.columns)}"
             )
-        return torch.cat([e.transform(table[e.column]) for e in self.inputs], dim=1)
+        if self.media is not None:
+            return self.media.encode(table[self.media.column], self.cache, self.on_error)
+        x = torch.cat([e.transform(table[e.column]) for e in self.inputs], dim=1)
+        return x, np.ones(len(table), dtype=bool)
+
+    def batch_transform(self, train: bool):
+        """What turns a batch of stored inputs into the model's input (None: they are used as stored)."""
+        return self.media.batch_transform(train) if self.media is not None else None
 
     def to_dict(self) -> dict:
-        return {"inputs": [e.to_dict() for e in self.inputs], "target": self.target.to_dict(), "id": self.id}
+        return {
+            "inputs": [e.to_dict() for e in self.inputs],
+            "target": self.target.to_dict(),
+            "id": self.id,
+            "cache": self.cache,
+            "on_error": self.on_error,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> DataSchema:
-        return cls([encoder_from_dict(e) for e in data["inputs"]], encoder_from_dict(data["target"]), data.get("id"))
+        return cls(
+            [encoder_from_dict(e) for e in data["inputs"]],
+            encoder_from_dict(data["target"]),
+            data.get("id"),
+            data.get("cache", True),
+            data.get("on_error", "raise"),
+        )
 
 
 def encode_target(encoder: Encoder, series: pd.Series, loss: LossEntry) -> tuple[torch.Tensor, np.ndarray]:
@@ -158,7 +187,8 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
     table, described, file_splits = read_sources(data, resolve)
     label = _label(described)
     reports: list[ColumnReport] = []
-    target_column = _column_name(data.target)
+    # a folder of class subfolders has its classes in `label`
+    target_column = _column_name(data.target) or ("label" if described.get("type") in FOLDER_TYPES else None)
     _require_column(table, target_column, ("data", "target"), label)
     target_options = _options(data.target)
 
@@ -199,18 +229,23 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
     reports.append(ColumnReport(target_column, "target", target_type, how, dropped, detail))
 
     input_plan = _inputs(data, table, target_column, split_column, reports, label)
-    encoders = [fit_encoder(name, type_, train_rows[name], options) for name, type_, options in input_plan]
+    encoders = [
+        fit_encoder(name, type_, train_rows[name], options, data.on_error) for name, type_, options in input_plan
+    ]
     for report in reports:
         encoder = next((e for e in encoders if e.column == report.name), None)
         if isinstance(encoder, CategoryEncoder):
             report.detail = f"{' / '.join(encoder.classes[:6])}{' / ...' if len(encoder.classes) > 6 else ''}"
+        elif encoder is not None and not encoder.tabular:
+            report.detail = "x".join(map(str, encoder.shape[1:])) + f", {encoder.shape[0]} channel(s)"
     if not encoders:
         raise DataError(f"{label}: no input columns are left: list them in data.inputs", key=("data", "inputs"))
-    schema = DataSchema(encoders, target, data.id)
+    schema = DataSchema(encoders, target, data.id, data.cache, data.on_error)
 
     splits: dict[str, SplitData] = {}
     unseen_total = 0
-    for name, indices in rows.items():
+    skipped = 0
+    for name, indices in rows.items():  # train first: its images give the normalization
         part = table.iloc[indices]
         y, known = encode_target(target, part[target_column], loss)
         if not known.all():
@@ -221,14 +256,19 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
                 f"({', '.join(unseen[:5])}): dropped"
             )
             part, y, indices = part[known], y[torch.from_numpy(known)], indices[known]
-        x = schema.encode_inputs(part, label)
+        x, readable = schema.encode_inputs(part, label)
+        if not readable.all():
+            skipped += int((~readable).sum())
+            y, indices = y[torch.from_numpy(readable)], indices[readable]
+        if name == "train" and schema.media is not None:
+            schema.media.fit_pixels(x)
         splits[name] = SplitData(x, y, indices)
     _count_missing(reports, table, rows)
     info = {
         "source": described,
         "fingerprint": fingerprint(table),
         "rows": {name: len(s.rows) for name, s in splits.items()},
-        "dropped": {"missing_target": dropped, "unseen_target": unseen_total},
+        "dropped": {"missing_target": dropped, "unseen_target": unseen_total, "unreadable": skipped},
         "indices": {name: s.rows.tolist() for name, s in splits.items()},
     }
     return Prepared(splits, schema, task, info, reports)
@@ -290,7 +330,21 @@ def _target_type(target: str | Column, series: pd.Series, loss: LossEntry, label
 
 
 def _inputs(data: Data, table: pd.DataFrame, target: str, split_column: str | None, reports, label):
-    """(column, type, options) of each input, given or inferred."""
+    """(column, type, options) of each input, given or inferred; a media column must be the only one."""
+    plan = _input_plan(data, table, target, split_column, reports, label)
+    media = [name for name, type_, _ in plan if not ENCODERS.get(type_).tabular] if plan else []
+    if media and len(plan) > 1:
+        others = [name for name, _, _ in plan if name != media[0]]
+        raise DataError(
+            f"column '{media[0]}' holds {dict((n, t) for n, t, _ in plan)[media[0]]} data, which must be the only "
+            f"input: an nn.Sequential takes one tensor, and images and table columns do not fit in one. Drop "
+            f"{', '.join(others)} (give data.inputs: [{media[0]}]), or drop {media[0]} to train on the others",
+            key=("data", "inputs"),
+        )
+    return plan
+
+
+def _input_plan(data: Data, table: pd.DataFrame, target: str, split_column: str | None, reports, label):
     plan = []
     reserved = {target, split_column, data.id} - {None}
     if data.id is not None:
@@ -376,5 +430,6 @@ def rebuild(info: dict, schema: DataSchema, loss: LossEntry, names: tuple[str, .
         y, known = encode_target(schema.target, part[target], loss)
         if not known.all():
             part, y, indices = part[known], y[torch.from_numpy(known)], indices[known]
-        splits[name] = SplitData(schema.encode_inputs(part, _label(info["source"])), y, indices)
+        x, readable = schema.encode_inputs(part, _label(info["source"]))
+        splits[name] = SplitData(x, y[torch.from_numpy(readable)], indices[readable])
     return splits

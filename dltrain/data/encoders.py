@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 
 from dltrain.components import Registry, suggest
+from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
+from dltrain.data.images import ImageEncoder
 from dltrain.errors import DataError
 
 UNKNOWN = "<unk>"
@@ -87,6 +89,7 @@ class Encoder:
     options: ClassVar[tuple[str, ...]] = ()
 
     width: ClassVar[int] = 1
+    tabular: ClassVar[bool] = True  # one float vector per row, concatenated with the other table columns
 
     def to_dict(self) -> dict:
         raise NotImplementedError
@@ -223,7 +226,7 @@ class BinaryEncoder(CategoryEncoder):
 
 ENCODERS: Registry[type[Encoder]] = Registry(
     "column type",
-    {e.type: e for e in (NumericEncoder, BinaryEncoder, CategoryEncoder)},
+    {e.type: e for e in (NumericEncoder, BinaryEncoder, CategoryEncoder, ImageEncoder)},
 )
 
 
@@ -237,12 +240,14 @@ def check_column_options(type_: str | None, options: dict) -> str | None:
         return None
     if type_ not in ENCODERS.entries:
         return f"unknown column type '{type_}'.{suggest(type_, ENCODERS.names())} Known types: {', '.join(ENCODERS.names())}"
-    allowed = ENCODERS.get(type_).options
+    encoder = ENCODERS.get(type_)
+    allowed = encoder.options
     for key in options:
         if key not in allowed:
             accepted = ", ".join(allowed) if allowed else "none"
             return f"type {type_} has no option '{key}'.{suggest(key, list(allowed))} Its options: {accepted}"
-    return None
+    check = getattr(encoder, "check_options", None)
+    return check(options) if check else None
 
 
 def encoder_from_dict(data: dict) -> Encoder:
@@ -269,11 +274,13 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
     distinct = keys(present).nunique()
+    text = present.astype("string")
+    if len(text) and bool(text.str.lower().str.endswith(IMAGE_EXTENSIONS).all()):
+        return Inferred("image", "paths of image files")
     if distinct == 2:
         return Inferred("binary", "two distinct values")
     if distinct <= MAX_CATEGORIES:
         return Inferred("category", f"text, {distinct} distinct values")
-    text = present.astype("string")
     if text.str.contains(" ", regex=False).mean() > 0.5:
         return Inferred("text", f"free text, {distinct} distinct values")
     return Inferred("category", f"text, {distinct} distinct values (more than {MAX_CATEGORIES})")
@@ -291,7 +298,7 @@ def looks_like_id(series: pd.Series) -> bool:
     return bool(present.nunique() == len(present))
 
 
-def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, Any]) -> Encoder:
+def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, Any], on_error: str = "raise") -> Encoder:
     if type_ not in ENCODERS.entries:
         raise DataError(
             f"column '{column}' holds {type_} values, which dltrain cannot encode yet: give it one of the "
@@ -304,6 +311,8 @@ def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, A
             f"column '{column}' is {type_}, which has no option {', '.join(unknown)} "
             f"(its options: {', '.join(encoder.options) or 'none'})"
         )
+    if not encoder.tabular:
+        return encoder.fit(column, series, options, on_error)
     return encoder.fit(column, series, options)
 
 

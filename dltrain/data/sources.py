@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -79,6 +80,12 @@ def _read_jsonl(source: ResolvedSource) -> pd.DataFrame:
     return pd.read_json(source.path, lines=True)
 
 
+def _read_images(source: ResolvedSource) -> pd.DataFrame:
+    from dltrain.data.images import folder_table
+
+    return folder_table(Path(source.path))
+
+
 def _read_sql(source: ResolvedSource) -> pd.DataFrame:
     url = source.url or f"sqlite:///{source.path}"
     if url.startswith("sqlite:///"):
@@ -116,8 +123,11 @@ SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
         "json": _read_json,
         "jsonl": _read_jsonl,
         "sql": _read_sql,
+        "images": _read_images,
     },
 )
+
+FOLDER_TYPES = ("images",)  # sources that are folders, not files
 
 
 def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> ResolvedSource:
@@ -138,13 +148,8 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
             kind = "sql" if url else None
         else:
             kind = EXTENSIONS.get(Path(path).suffix.lower())
-            if kind is None and not Path(path).suffix:
-                resolved = resolve(path, ("path",) if "type" in source or len(source) > 1 else ())
-                if resolved.is_dir():
-                    raise ValueError(
-                        f"'{path}' is a folder; a table source is a file ending in "
-                        f"{', '.join(sorted(EXTENSIONS))}"
-                    )
+            if kind is None and resolve(path, ("path",) if len(source) > 1 else ()).is_dir():
+                kind = "images"
         if kind is None:
             raise ValueError(
                 f"cannot tell the type of '{path or url}' from its name: give {{type: ..., path: ...}} "
@@ -169,7 +174,11 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
         raise ValueError(f"a {kind} source needs a `path`")
     if url or query:
         raise ValueError(f"`url` and `query` belong to sql sources, not {kind}")
-    return ResolvedSource(kind, path=str(resolve(path, key_prefix)))
+    resolved = resolve(path, key_prefix)
+    if (kind in FOLDER_TYPES) != resolved.is_dir():
+        expected = "a folder with one subfolder per class" if kind in FOLDER_TYPES else "a file"
+        raise ValueError(f"a {kind} source is {expected}; '{path}' is not")
+    return ResolvedSource(kind, path=str(resolved))
 
 
 def check_source(source: Any, resolve: Callable[[str, tuple], Path]) -> None:
@@ -197,10 +206,25 @@ def read_table(source: ResolvedSource) -> pd.DataFrame:
     if len(table) == 0:
         raise DataError(f"{source.label}: the table has a header ({', '.join(map(str, table.columns))}) but no rows")
     table.columns = [str(c) for c in table.columns]
+    if source.path and source.type not in FOLDER_TYPES:
+        _absolute_image_paths(table, Path(source.path).parent)
     duplicated = table.columns[table.columns.duplicated()].tolist()
     if duplicated:
         raise DataError(f"{source.label}: column names appear twice: {', '.join(duplicated)}")
     return table
+
+
+def _absolute_image_paths(table: pd.DataFrame, folder: Path) -> None:
+    """Columns of image paths hold paths relative to the table's own folder: make them absolute."""
+    from dltrain.data.images import EXTENSIONS
+
+    for name in table.columns:
+        series = table[name]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        text = series.dropna().astype("string")
+        if len(text) and bool(text.str.lower().str.endswith(EXTENSIONS).all()):
+            table[name] = series.map(lambda p: os.path.normpath(os.path.join(folder, p)) if isinstance(p, str) else p)
 
 
 def fingerprint(table: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -87,6 +88,7 @@ def catch_signals():
 class Split:
     x: torch.Tensor
     y: torch.Tensor
+    transform: Callable | None = None  # stored inputs -> model inputs, per batch (images: normalize, augment)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -138,7 +140,8 @@ class Trainer:
         self.task, self.settings, self.device = task, settings, device
         self.train_split, self.val_split = train, val
         self.sink, self.progress = sink, progress or Silent()
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)  # the order of training rows
+        self.augment_generator = torch.Generator().manual_seed(settings.seed + 1)
         self.state = _State()
         self.higher = metric_registry.higher_is_better(settings.monitor)
         self.metrics = settings.metrics
@@ -180,6 +183,7 @@ class Trainer:
         self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
         self.model.train()
         x, y = self.train_split.x, self.train_split.y
+        transform = self.train_split.transform
         self._stop_if_signalled(st.batch, start)
         for i in range(st.batch, batches):
             lo, hi = i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size
@@ -188,6 +192,8 @@ class Trainer:
             else:
                 index = order[lo:hi]
                 xb, yb = x[index], y[index]
+            if transform is not None:
+                xb = transform(xb, self.augment_generator)
             with self.autocast():
                 output = self.forward(xb)
                 loss = self.loss_fn(output, yb)
@@ -251,7 +257,8 @@ class Trainer:
     def predict(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
         """The mean loss (NaN without `y`) and the raw outputs of the model on `x`, in eval mode."""
         self.model.eval()
-        return evaluate_batches(self.forward, self.loss_fn, x, y, self.settings.batch_size, self.autocast)
+        transform = self.val_split.transform if self.val_split is not None else None
+        return evaluate_batches(self.forward, self.loss_fn, x, y, self.settings.batch_size, self.autocast, transform)
 
     def _metrics(self, split: str, outputs: torch.Tensor, target: torch.Tensor) -> dict:
         outcome = metric_registry.Outcome(self.task, outputs.float(), target, split)
@@ -310,6 +317,7 @@ class Trainer:
                 "python": _plain_random_state(),
                 "numpy": _plain_numpy_state(),
                 "shuffle": self.generator.get_state(),
+                "augment": self.augment_generator.get_state(),
             },
         }
 
@@ -342,15 +350,21 @@ class Trainer:
         if rng.get("numpy") is not None:
             np.random.set_state(_numpy_state(rng["numpy"]))
         self.generator.set_state(rng["shuffle"])
+        self.augment_generator.set_state(rng["augment"])
 
-def evaluate_batches(forward, loss_fn, x, y, batch_size: int, autocast=nullcontext) -> tuple[float, torch.Tensor]:
+def evaluate_batches(
+    forward, loss_fn, x, y, batch_size: int, autocast=nullcontext, transform: Callable | None = None
+) -> tuple[float, torch.Tensor]:
     """Outputs of `forward` over `x` in batches under inference mode, and the mean loss against `y`."""
     outputs = []
     total = torch.zeros((), device=x.device)
     with torch.inference_mode():
         for lo in range(0, x.shape[0], batch_size):
+            xb = x[lo : lo + batch_size]
+            if transform is not None:
+                xb = transform(xb)
             with autocast():
-                output = forward(x[lo : lo + batch_size])
+                output = forward(xb)
                 if y is not None:
                     total += loss_fn(output, y[lo : lo + batch_size]).float() * output.shape[0]
             outputs.append(output.float())

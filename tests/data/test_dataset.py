@@ -66,7 +66,7 @@ def test_rows_with_a_missing_target_are_dropped_and_counted(tmp_path, warned):
     frame["label"] = frame["label"].astype(object)
     frame.loc[30, "label"] = "  "
     prepared = check(config(saved(tmp_path, frame))).data
-    assert prepared.info["dropped"] == {"missing_target": 2, "unseen_target": 0}
+    assert prepared.info["dropped"] == {"missing_target": 2, "unseen_target": 0, "unreadable": 0}
     assert sum(prepared.info["rows"].values()) == 38
     used = np.concatenate([s.rows for s in prepared.splits.values()])
     assert 3 not in used and 30 not in used
@@ -310,7 +310,7 @@ def test_target_class_unseen_in_training_is_dropped_and_counted(tmp_path, warned
     frame.loc[16:17, "species"] = "e"
     prepared = check(config(saved(tmp_path, frame), target="species", inputs=["x"], split={"column": "part"})).data
     assert prepared.task.classes == ("a", "b", "c", "d")
-    assert prepared.info["dropped"] == {"missing_target": 0, "unseen_target": 2}
+    assert prepared.info["dropped"] == {"missing_target": 0, "unseen_target": 2, "unreadable": 0}
     assert prepared.splits["test"].rows.tolist() == [18, 19]
     assert "2 row(s) of the test split have target values never seen in training (e): dropped" in warned
 

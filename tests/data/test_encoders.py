@@ -286,7 +286,7 @@ def test_check_column_options():
         check_column_options("numeric", {"positive": 1}) == "type numeric has no option 'positive'. Its options: none"
     )
     assert check_column_options("catgory", {}) == (
-        "unknown column type 'catgory'. Did you mean 'category'? Known types: binary, category, numeric"
+        "unknown column type 'catgory'. Did you mean 'category'? Known types: binary, category, image, numeric"
     )
     assert check_column_options(None, {"postive": 1}) == (
         "unknown column option 'postive'. Did you mean 'positive'? Options: positive"

@@ -189,7 +189,7 @@ def test_unknown_extension_says_what_is_accepted(tmp_path):
         resolve_source("t.xlsx", resolver(tmp_path))
     message = str(error.value)
     assert message.startswith("cannot tell the type of 't.xlsx' from its name: give {type: ..., path: ...}")
-    assert "csv, json, jsonl, parquet, sql, tsv" in message
+    assert "csv, images, json, jsonl, parquet, sql, tsv" in message
     assert ".parquet" in message and ".sqlite" in message
 
 
@@ -198,14 +198,15 @@ def test_unknown_type_suggests_the_closest(tmp_path):
         resolve_source({"type": "parqet", "path": "t.parquet"}, resolver(tmp_path))
     assert (
         str(error.value)
-        == "unknown source type 'parqet'. Did you mean 'parquet'? Known: csv, json, jsonl, parquet, sql, tsv"
+        == "unknown source type 'parqet'. Did you mean 'parquet'? Known: csv, images, json, jsonl, parquet, sql, tsv"
     )
 
 
-def test_folder_is_not_a_table(tmp_path):
+def test_a_folder_is_an_image_source_and_not_a_table(tmp_path):
     (tmp_path / "images").mkdir()
-    with pytest.raises(ValueError, match="'images' is a folder; a table source is a file ending in .csv"):
-        resolve_source("images", resolver(tmp_path))
+    assert resolve_source("images", resolver(tmp_path)).type == "images"
+    with pytest.raises(ValueError, match="a csv source is a file; 'images' is not"):
+        resolve_source({"type": "csv", "path": "images"}, resolver(tmp_path))
 
 
 @pytest.mark.parametrize(
