@@ -285,11 +285,11 @@ def test_check_column_options():
     assert (
         check_column_options("numeric", {"positive": 1}) == "type numeric has no option 'positive'. Its options: none"
     )
-    assert check_column_options("catgory", {}) == (
-        "unknown column type 'catgory'. Did you mean 'category'? Known types: binary, category, image, numeric"
+    assert check_column_options("catgory", {}).startswith(
+        "unknown column type 'catgory'. Did you mean 'category'? Known types: binary, category, "
     )
-    assert check_column_options(None, {"postive": 1}) == (
-        "unknown column option 'postive'. Did you mean 'positive'? Options: positive"
+    assert check_column_options(None, {"postive": 1}).startswith(
+        "unknown column option 'postive'. Did you mean 'positive'? Options: "
     )
 
 
