@@ -55,7 +55,9 @@ def print_check(built: Built) -> None:
             missing = f"{report.missing} {'dropped' if report.role == 'target' else 'filled'}"
         columns.add_row(report.name, report.role, report.type, report.how, missing, report.detail)
     console.print(columns)
-    console.print(f"inputs -> {len(data.schema.inputs)} column(s), {data.input_spec.shape[0]} features per row")
+    shape = data.input_spec.shape
+    per_row = f"{shape[0]} features" if len(shape) == 1 else "a " + " x ".join(map(str, shape)) + " tensor"
+    console.print(f"inputs -> {len(data.schema.inputs)} column(s), {per_row} per row")
 
     console.print("\n[bold]Model[/bold]")
     model = Table(show_edge=False, header_style="bold")

@@ -30,6 +30,12 @@ def run_cli(*args: str) -> Invocation:
     return Invocation(result.exit_code, result.stdout, result.stderr)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test decodes into a cache of its own, never into ~/.cache."""
+    monkeypatch.setenv("DLTRAIN_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def cli():
     return run_cli

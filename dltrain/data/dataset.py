@@ -373,7 +373,9 @@ def _input_plan(data: Data, table: pd.DataFrame, target: str, split_column: str 
             reports.append(ColumnReport(name, "ignored", "-", "empty"))
             continue
         inferred = infer_type(series, is_target=False)
-        if looks_like_id(series):
+        # file paths differ in every row by nature; other such columns are ids
+        media = inferred.type in ENCODERS.entries and not ENCODERS.get(inferred.type).tabular
+        if not media and looks_like_id(series):
             warn(
                 f"column '{name}' has a different value in every row, so it looks like an id: left out of the "
                 f"inputs (list it in data.inputs to use it, or set data.id: {name} to copy it into predictions)"
