@@ -22,7 +22,7 @@ test: $(VENV)/.installed lint
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check dltrain tests benchmarks
+	$(VENV)/bin/ruff check dltrain tests benchmarks scripts
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/tabular.py

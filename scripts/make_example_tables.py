@@ -7,7 +7,6 @@ The files it writes are committed, so a fresh clone needs nothing from here.
 import sqlite3
 from pathlib import Path
 
-import pandas as pd
 from palmerpenguins import load_penguins
 from sklearn import datasets
 
