@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 CONFIG ?= configs/iris.yaml
 
-.PHONY: fit test lint bench clean
+.PHONY: fit test lint bench data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/tabular.py
+	$(PY) benchmarks/images.py
+
+# generated example data (kept out of git)
+data: $(VENV)/.installed
+	$(PY) scripts/make_shapes.py
 
 clean:
 	rm -rf runs .pytest_cache
