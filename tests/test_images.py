@@ -187,3 +187,19 @@ def yaml_dict(folder):
         "model": {"layers": ["Flatten", {"Linear": "auto"}]},
         "loss": "CrossEntropyLoss",
     }
+
+
+def test_resume_with_augmentation_is_exact(tmp_path, cli):
+    import torch
+
+    folder = make_shapes(tmp_path / "shapes", 15)
+    config = write(
+        tmp_path / "c.yaml",
+        SMALL.format(source=folder).replace("  split:", "  inputs: [{column: path, type: image, augment: [hflip, {rotate: 20}, {crop: {padding: 2}}]}]\n  split:"),
+    )
+    assert cli("fit", config, "train.epochs=4", "--out", tmp_path / "whole").code == 0
+    assert cli("fit", config, "train.epochs=2", "--out", tmp_path / "parts").code == 0
+    assert cli("fit", "--resume", tmp_path / "parts", "train.epochs=4").code == 0
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
