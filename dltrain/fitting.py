@@ -32,6 +32,7 @@ class FitResult:
     monitor: str
     stopped_early: bool
     hint: str | None
+    inputs: str = "rows"  # what predict takes: "rows" of a table, or "images"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -191,7 +192,17 @@ def _train(trainer: Trainer, built: Built, run_path: Path) -> FitResult:
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), result.history[-1] if result.history else {})
     train_y = built.data.splits["train"].y
     baseline = baseline_loss(built.loss_entry, built.loss_fn.cpu(), train_y.cpu(), built.data.task.output_size)
-    return FitResult(run_path, result.history, result.best_epoch, best, monitor, result.stopped_early, diagnose(result.history, baseline))
+    media = built.data.schema.media
+    return FitResult(
+        run_path,
+        result.history,
+        result.best_epoch,
+        best,
+        monitor,
+        result.stopped_early,
+        diagnose(result.history, baseline),
+        f"{media.type}s" if media is not None else "rows",
+    )
 
 
 def _init_from(trainer: Trainer, source: str | Path) -> None:

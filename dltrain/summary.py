@@ -124,7 +124,8 @@ def print_fit(result: FitResult) -> None:
         console.print(f"[yellow]{result.hint}[/yellow]")
     console.print(f"Run directory: {result.run_dir}")
     console.print(f"  evaluate on the test split:  {me} evaluate {run}")
-    console.print(f"  predict on new rows:         {me} predict {run} NEW_ROWS.csv --output predictions.csv")
+    example = "NEW_ROWS.csv" if result.inputs == "rows" else "FOLDER_OR_FILES"
+    console.print(f"  predict on new {result.inputs + ':':<14}{me} predict {run} {example} --output predictions.csv")
 
 
 def print_evaluation(evaluation) -> None:
