@@ -197,9 +197,9 @@ def main() -> None:
 
 
 def dltrain_table(folder: Path) -> list[tuple[str, str]]:
-    from dltrain.data.images import folder_table
+    from dltrain.data.images import image_folder_table
 
-    frame = folder_table(folder)
+    frame = image_folder_table(folder)
     return list(zip(frame["path"], frame["label"]))
 
 

@@ -16,8 +16,7 @@ from dltrain.config import LoadedConfig, load_config
 from dltrain.console import warn
 from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
 from dltrain.data.encoders import keys
-from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
-from dltrain.data.images import list_images
+from dltrain.data.media import list_items
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
 from dltrain.errors import CheckpointError, DataError, UsageError
 from dltrain.files import write_json, write_text
@@ -145,10 +144,10 @@ def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[p
         return input, "the input"
     media = loaded.schema.media
     path = Path(input)
-    if media is not None and EXTENSIONS.get(path.suffix.lower()) is None:
-        files = list_images(input)
+    if media is not None and hasattr(media, "is_item") and EXTENSIONS.get(path.suffix.lower()) is None:
+        files = list_items(input, media.is_item)
         if not files:
-            raise DataError(f"{input}: no image files ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found there")
+            raise DataError(f"{input}: no {media.type} files found there (a file, a folder or a glob pattern)")
         return pd.DataFrame({media.column: [str(f) for f in files]}), str(input)
     return read_input(input), str(input)
 

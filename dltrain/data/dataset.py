@@ -261,7 +261,7 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
             skipped += int((~readable).sum())
             y, indices = y[torch.from_numpy(readable)], indices[readable]
         if name == "train" and schema.media is not None:
-            schema.media.fit_pixels(x)
+            schema.media.fit_encoded(x)
         splits[name] = SplitData(x, y, indices)
     _count_missing(reports, table, rows)
     info = {

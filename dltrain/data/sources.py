@@ -81,9 +81,9 @@ def _read_jsonl(source: ResolvedSource) -> pd.DataFrame:
 
 
 def _read_images(source: ResolvedSource) -> pd.DataFrame:
-    from dltrain.data.images import folder_table
+    from dltrain.data.images import image_folder_table
 
-    return folder_table(Path(source.path))
+    return image_folder_table(Path(source.path))
 
 
 def _read_sql(source: ResolvedSource) -> pd.DataFrame:

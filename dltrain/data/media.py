@@ -1,0 +1,239 @@
+"""What the file-based column types share: folders of class subfolders, decoding in worker
+processes, the decode cache on disk, and the handling of files that cannot be read.
+
+A decoder is a top-level function `decode(path, options) -> np.ndarray | str` (the array of a
+fixed shape, or why the file cannot be read); `decode_files` runs it over many files once, in
+parallel, and caches the result under a key made of the files (path, size, modification time) and
+the options, so a second run on the same files starts without decoding.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dltrain.console import err, note, warn
+from dltrain.errors import DataError
+from dltrain.files import write_atomic
+
+PARALLEL_FROM = 256  # fewer files decode faster in this process than in workers
+CHUNK = 256
+Decoder = Callable[[str, dict], "np.ndarray | str"]
+
+
+def reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+# ----- folders
+
+
+def folder_table(folder: Path, is_item: Callable[[Path], bool], what: str, extensions: tuple[str, ...], recursive: bool = True) -> pd.DataFrame:
+    """A folder with one subfolder per class -> columns `path` (absolute) and `label`."""
+    folder = Path(folder)
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    rows, empty = [], []
+    for class_dir in classes:
+        found = class_dir.rglob("*") if recursive else class_dir.iterdir()
+        items = sorted(p for p in found if is_item(p))
+        if not items:
+            empty.append(class_dir.name)
+        rows += [(str(p.resolve()), class_dir.name) for p in items]
+    loose = [p for p in folder.iterdir() if p.is_file() and is_item(p)]
+    kinds = ", ".join(e.lstrip(".") for e in extensions)
+    if not rows:
+        if loose:
+            raise DataError(
+                f"{folder}: its {len(loose)} {what}s lie directly in it; for training, put them in one "
+                f"subfolder per class ({folder}/cat/1..., {folder}/dog/2...)"
+            )
+        raise DataError(f"{folder}: no {what}s ({kinds}) in it or its subfolders")
+    if empty:
+        raise DataError(f"{folder}: class folder(s) {', '.join(empty)} hold no {what}s; remove them or add {what}s ({kinds})")
+    if loose:
+        warn(f"{folder}: {len(loose)} {what}(s) lie outside the class subfolders and are left out")
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def list_items(pattern: str | Path, is_item: Callable[[Path], bool], recursive: bool = True) -> list[Path]:
+    """One item, a folder (searched recursively) or a glob pattern -> items, sorted."""
+    path = Path(pattern)
+    if is_item(path):
+        return [path.resolve()]
+    if path.is_dir():
+        found = path.rglob("*") if recursive else path.iterdir()
+        return sorted(p.resolve() for p in found if is_item(p))
+    return sorted(Path(p).resolve() for p in glob.glob(str(pattern), recursive=True) if is_item(Path(p)))
+
+
+# ----- decoding
+
+
+def parallel_map(function: Callable, chunks: list, total: int, label: str) -> list:
+    """`function` over chunks: in worker processes for many files, with a bar on a terminal."""
+    workers = min(os.cpu_count() or 1, len(chunks))
+    if total < PARALLEL_FROM or workers < 2:
+        return [function(c) for c in chunks]
+    # fork starts workers in milliseconds and they need only the decoders; elsewhere spawn
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    results = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        if not err().is_terminal:
+            return list(pool.map(function, chunks))
+        from rich.progress import Progress
+
+        with Progress(console=err(), transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            for result, chunk in zip(pool.map(function, chunks), chunks):
+                results.append(result)
+                bar.advance(task, len(chunk[1]))
+    return results
+
+
+def _decode_chunk(args: tuple) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    decode, paths, options, shape, dtype = args
+    out = np.zeros((len(paths), *shape), dtype=dtype)
+    failed = []
+    for i, path in enumerate(paths):
+        result = decode(path, options)
+        if isinstance(result, str):
+            failed.append((i, result))
+        else:
+            out[i] = result
+    return out, failed
+
+
+def map_files(function: Callable[[str, dict], object], paths: list[str], options: dict, label: str) -> list:
+    """`function(path, options)` for every path, in worker processes when there are many."""
+    chunks = [(function, paths[i : i + CHUNK], options) for i in range(0, len(paths), CHUNK)]
+    return [r for chunk in parallel_map(_apply_chunk, chunks, len(paths), label) for r in chunk]
+
+
+def _apply_chunk(args: tuple) -> list:
+    function, paths, options = args
+    return [function(p, options) for p in paths]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    values: torch.Tensor  # (rows kept, *shape)
+    kept: np.ndarray  # bool per input row
+    failed: list[tuple[str, str]]  # (path, why)
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("DLTRAIN_CACHE") or Path.home() / ".cache" / "dltrain")
+
+
+def _cache_key(kind: str, paths: list[str], options: dict) -> str | None:
+    digest = hashlib.sha256(json.dumps({"kind": kind, "options": options, "version": 1}, sort_keys=True).encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None  # a missing file: decode to say which
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def decode_files(
+    kind: str, paths: list[str], decode: Decoder, options: dict, shape: tuple[int, ...], dtype, use_cache: bool = True
+) -> Decoded:
+    """Decode every file once (or load the result from the cache); failures are returned, not raised."""
+    key = _cache_key(kind, paths, options) if use_cache else None
+    cache_file = cache_folder() / kind / f"{key}.pt" if key else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            cached = torch.load(cache_file, weights_only=True)
+            note(f"{kind}: {len(paths)} loaded from the cache ({cache_file})")
+            return Decoded(cached["values"], cached["kept"].numpy(), [tuple(f) for f in cached["failed"]])
+        except Exception:  # a damaged cache file is decoded again and replaced
+            pass
+    start = time.perf_counter()
+    chunks = [(decode, paths[i : i + CHUNK], options, shape, dtype) for i in range(0, len(paths), CHUNK)]
+    results = parallel_map(_decode_chunk, chunks, len(paths), f"decoding {kind}")
+    kept = np.ones(len(paths), dtype=bool)
+    failed = []
+    for n, (_, chunk_failed) in enumerate(results):
+        for i, why in chunk_failed:
+            kept[n * CHUNK + i] = False
+            failed.append((paths[n * CHUNK + i], why))
+    values = np.concatenate([r[0] for r in results]) if results else np.zeros((0, *shape), dtype)
+    decoded = Decoded(torch.from_numpy(values[kept]), kept, failed)
+    shown = "x".join(map(str, shape))
+    note(f"{kind}: {len(paths)} decoded in {time.perf_counter() - start:.1f} s ({shown} each)")
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save({"values": decoded.values, "kept": torch.from_numpy(kept), "failed": [list(f) for f in failed]}, buffer)
+        write_atomic(cache_file, buffer.getvalue())
+    return decoded
+
+
+def check_failures(failed: list[tuple[str, str]], on_error: str, what: str) -> None:
+    """Unreadable files: a DataError naming them, or with on_error skip a warning that counts them."""
+    if not failed:
+        return
+    if on_error == "raise":
+        shown = "; ".join(f"{path}: {why}" for path, why in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        raise DataError(
+            f"{len(failed)} {what}(s) cannot be read: {shown}{more}. Fix or remove them, or set data.on_error: skip "
+            "to leave them out with a warning"
+        )
+    shown = "; ".join(f"{path} ({why})" for path, why in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    warn(f"{len(failed)} {what}(s) could not be read and were skipped (data.on_error: skip): {shown}{more}")
+
+
+def channel_statistics(values: torch.Tensor, channel_dim: int = 1, scale: float = 255.0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (or float) data, in units of `scale`; std 1 where flat."""
+    dims = tuple(d for d in range(values.dim()) if d != channel_dim)
+    channels = values.shape[channel_dim]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for chunk in values.split(1024):
+        part = chunk.to(torch.float64).div_(scale)
+        total += part.sum(dim=dims)
+        squares += part.pow(2).sum(dim=dims)
+        count += part.numel() // channels
+    count = max(count, 1)
+    mean = total / count
+    std = (squares / count - mean.pow(2)).clamp_min(0).sqrt()
+    return mean.tolist(), [s if s > 1e-6 else 1.0 for s in std.tolist()]
+
+
+class Normalize:
+    """Stored batch -> floats in units of `scale` -> augmentations (training only) -> normalized per channel."""
+
+    def __init__(self, mean: list[float], std: list[float], augmentations: list, dims: int, scale: float = 255.0):
+        view = (1, len(mean)) + (1,) * (dims - 2)
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(view)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(view)
+        self.augmentations, self.scale = augmentations, scale
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = x.float()
+        if self.scale != 1.0:
+            x = x.div_(self.scale)
+        for augmentation in self.augmentations:
+            x = augmentation(x, generator)
+        return x.sub_(self.mean).div_(self.std)
