@@ -201,7 +201,7 @@ def _train(trainer: Trainer, built: Built, run_path: Path) -> FitResult:
         monitor,
         result.stopped_early,
         diagnose(result.history, baseline),
-        f"{media.type}s" if media is not None else "rows",
+        f"{media.type}s" if media is not None and hasattr(media, "is_item") else "rows",
     )
 
 

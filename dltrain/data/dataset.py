@@ -60,7 +60,7 @@ class DataSchema:
 
     def input_spec(self) -> InputSpec:
         if self.media is not None:
-            return InputSpec(self.media.shape)
+            return InputSpec(self.media.shape, self.media.dtype, self.media.vocab_size)
         return InputSpec((sum(e.width for e in self.inputs),))
 
     def encode_inputs(self, table: pd.DataFrame, label: str) -> tuple[torch.Tensor, np.ndarray]:

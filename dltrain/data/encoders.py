@@ -17,8 +17,14 @@ import pandas as pd
 import torch
 
 from dltrain.components import Registry, suggest
+from dltrain.data.audio import EXTENSIONS as AUDIO_EXTENSIONS
+from dltrain.data.audio import AudioEncoder
 from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
 from dltrain.data.images import ImageEncoder
+from dltrain.data.sequence import SequenceEncoder
+from dltrain.data.text import TextEncoder
+from dltrain.data.video import EXTENSIONS as VIDEO_EXTENSIONS
+from dltrain.data.video import VideoEncoder
 from dltrain.errors import DataError
 
 UNKNOWN = "<unk>"
@@ -226,7 +232,19 @@ class BinaryEncoder(CategoryEncoder):
 
 ENCODERS: Registry[type[Encoder]] = Registry(
     "column type",
-    {e.type: e for e in (NumericEncoder, BinaryEncoder, CategoryEncoder, ImageEncoder)},
+    {
+        e.type: e
+        for e in (
+            NumericEncoder,
+            BinaryEncoder,
+            CategoryEncoder,
+            ImageEncoder,
+            TextEncoder,
+            SequenceEncoder,
+            AudioEncoder,
+            VideoEncoder,
+        )
+    },
 )
 
 
@@ -275,8 +293,14 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
         return Inferred("numeric", "numbers")
     distinct = keys(present).nunique()
     text = present.astype("string")
-    if len(text) and bool(text.str.lower().str.endswith(IMAGE_EXTENSIONS).all()):
-        return Inferred("image", "paths of image files")
+    lowered = text.str.lower()
+    for type_, extensions, what in (
+        ("image", IMAGE_EXTENSIONS, "image files"),
+        ("audio", AUDIO_EXTENSIONS, "wav files"),
+        ("video", VIDEO_EXTENSIONS, "video files"),
+    ):
+        if len(text) and bool(lowered.str.endswith(extensions).all()):
+            return Inferred(type_, f"paths of {what}")
     if distinct == 2:
         return Inferred("binary", "two distinct values")
     if distinct <= MAX_CATEGORIES:

@@ -80,10 +80,13 @@ def _read_jsonl(source: ResolvedSource) -> pd.DataFrame:
     return pd.read_json(source.path, lines=True)
 
 
-def _read_images(source: ResolvedSource) -> pd.DataFrame:
-    from dltrain.data.images import image_folder_table
+def _folder_reader(kind: str) -> Callable[[ResolvedSource], pd.DataFrame]:
+    def read(source: ResolvedSource) -> pd.DataFrame:
+        from dltrain.data.encoders import ENCODERS
 
-    return image_folder_table(Path(source.path))
+        return ENCODERS.get(kind).folder_table(Path(source.path))
+
+    return read
 
 
 def _read_sql(source: ResolvedSource) -> pd.DataFrame:
@@ -123,11 +126,13 @@ SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
         "json": _read_json,
         "jsonl": _read_jsonl,
         "sql": _read_sql,
-        "images": _read_images,
+        "images": _folder_reader("image"),
+        "audio": _folder_reader("audio"),
+        "video": _folder_reader("video"),
     },
 )
 
-FOLDER_TYPES = ("images",)  # sources that are folders, not files
+FOLDER_TYPES = ("images", "audio", "video")  # sources that are folders of class subfolders, not files
 
 
 def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> ResolvedSource:
@@ -148,8 +153,9 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
             kind = "sql" if url else None
         else:
             kind = EXTENSIONS.get(Path(path).suffix.lower())
-            if kind is None and resolve(path, ("path",) if len(source) > 1 else ()).is_dir():
-                kind = "images"
+            folder = resolve(path, ("path",) if len(source) > 1 else ())
+            if kind is None and folder.is_dir():
+                kind = _folder_kind(folder)
         if kind is None:
             raise ValueError(
                 f"cannot tell the type of '{path or url}' from its name: give {{type: ..., path: ...}} "
@@ -207,17 +213,34 @@ def read_table(source: ResolvedSource) -> pd.DataFrame:
         raise DataError(f"{source.label}: the table has a header ({', '.join(map(str, table.columns))}) but no rows")
     table.columns = [str(c) for c in table.columns]
     if source.path and source.type not in FOLDER_TYPES:
-        _absolute_image_paths(table, Path(source.path).parent)
+        _absolute_file_paths(table, Path(source.path).parent)
     duplicated = table.columns[table.columns.duplicated()].tolist()
     if duplicated:
         raise DataError(f"{source.label}: column names appear twice: {', '.join(duplicated)}")
     return table
 
 
-def _absolute_image_paths(table: pd.DataFrame, folder: Path) -> None:
-    """Columns of image paths hold paths relative to the table's own folder: make them absolute."""
-    from dltrain.data.images import EXTENSIONS
+def _folder_kind(folder: Path) -> str:
+    """images, audio or video, from what the class subfolders hold."""
+    from dltrain.data.audio import is_audio_file
+    from dltrain.data.video import EXTENSIONS as VIDEO
 
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for item in class_dir.iterdir():
+            if is_audio_file(item):
+                return "audio"
+            if item.is_dir() or item.name.lower().endswith(VIDEO):
+                return "video"
+    return "images"
+
+
+def _absolute_file_paths(table: pd.DataFrame, folder: Path) -> None:
+    """Columns of file paths (images, sounds, clips) are relative to the table's own folder: make them absolute."""
+    from dltrain.data.audio import EXTENSIONS as AUDIO
+    from dltrain.data.images import EXTENSIONS as IMAGES
+    from dltrain.data.video import EXTENSIONS as VIDEO
+
+    EXTENSIONS = IMAGES + AUDIO + VIDEO
     for name in table.columns:
         series = table[name]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):

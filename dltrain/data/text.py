@@ -1,0 +1,108 @@
+"""Text columns: words (or characters) -> token ids, with a vocabulary fitted on the training split.
+
+`<pad>` is 0 and `<unk>` is 1; rows are cut to `max_length` tokens (default: enough for 95% of
+the training rows) and left-padded, so the last position holds the last token, where a recurrent
+layer's final state reads it. An empty cell is a row of padding.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+PAD, UNK = "<pad>", "<unk>"
+_WORDS = re.compile(r"\w+|[^\w\s]")
+TOKENIZERS = ("word", "char")
+
+
+def tokenize(text: str, tokenizer: str, lowercase: bool) -> list[str]:
+    if lowercase:
+        text = text.lower()
+    if tokenizer == "char":
+        return list(text.strip())
+    return _WORDS.findall(text)
+
+
+@dataclass
+class TextEncoder:
+    column: str
+    tokenizer: str = "word"
+    lowercase: bool = True
+    vocabulary: list[str] = field(default_factory=lambda: [PAD, UNK])
+    max_length: int = 1
+    type: ClassVar[str] = "text"
+    options: ClassVar[tuple[str, ...]] = ("tokenizer", "lowercase", "min_freq", "max_tokens", "max_length")
+    tabular: ClassVar[bool] = False
+    dtype: ClassVar[str] = "long"
+
+    @classmethod
+    def check_options(cls, options: dict) -> str | None:
+        if options.get("tokenizer", "word") not in TOKENIZERS:
+            return f"tokenizer is word or char; found {options['tokenizer']!r}"
+        for key in ("min_freq", "max_tokens", "max_length"):
+            value = options.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                return f"{key} is a whole number of at least 1; found {value!r}"
+        if not isinstance(options.get("lowercase", True), bool):
+            return f"lowercase is true or false; found {options['lowercase']!r}"
+        return None
+
+    @classmethod
+    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> TextEncoder:
+        tokenizer, lowercase = options.get("tokenizer", "word"), options.get("lowercase", True)
+        rows = [tokenize(t, tokenizer, lowercase) for t in _texts(series)]
+        counts = Counter(token for row in rows for token in row)
+        min_freq, max_tokens = options.get("min_freq", 1), options.get("max_tokens")
+        kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+        vocabulary = [PAD, UNK] + kept[:max_tokens]
+        lengths = sorted(len(r) for r in rows)
+        default = lengths[min(len(lengths) - 1, math.ceil(0.95 * len(lengths)) - 1)] if lengths else 1
+        return cls(column, tokenizer, lowercase, vocabulary, max(1, int(options.get("max_length") or default)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.max_length,)
+
+    def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
+        index = {token: i for i, token in enumerate(self.vocabulary)}
+        ids = np.zeros((len(series), self.max_length), dtype=np.int64)
+        for row, text in enumerate(_texts(series)):
+            tokens = tokenize(text, self.tokenizer, self.lowercase)[: self.max_length]
+            if tokens:
+                ids[row, self.max_length - len(tokens) :] = [index.get(t, 1) for t in tokens]
+        return torch.from_numpy(ids), np.ones(len(series), dtype=bool)
+
+    def fit_encoded(self, values: torch.Tensor) -> None:
+        pass
+
+    def batch_transform(self, train: bool):
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.type,
+            "column": self.column,
+            "tokenizer": self.tokenizer,
+            "lowercase": self.lowercase,
+            "vocabulary": list(self.vocabulary),
+            "max_length": self.max_length,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TextEncoder:
+        return cls(data["column"], data["tokenizer"], data["lowercase"], list(data["vocabulary"]), data["max_length"])
+
+
+def _texts(series: pd.Series) -> list[str]:
+    return ["" if pd.isna(v) else str(v) for v in series.tolist()]
