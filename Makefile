@@ -31,6 +31,10 @@ bench: $(VENV)/.installed
 # generated example data (kept out of git)
 data: $(VENV)/.installed
 	$(PY) scripts/make_shapes.py
+	$(PY) scripts/make_sequences.py
+	$(PY) scripts/make_text.py
+	$(PY) scripts/make_audio.py
+	$(PY) scripts/make_video.py
 
 clean:
 	rm -rf runs .pytest_cache

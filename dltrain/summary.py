@@ -55,8 +55,13 @@ def print_check(built: Built) -> None:
             missing = f"{report.missing} {'dropped' if report.role == 'target' else 'filled'}"
         columns.add_row(report.name, report.role, report.type, report.how, missing, report.detail)
     console.print(columns)
-    shape = data.input_spec.shape
-    per_row = f"{shape[0]} features" if len(shape) == 1 else "a " + " x ".join(map(str, shape)) + " tensor"
+    spec = data.input_spec
+    if spec.dtype == "long":
+        per_row = f"{spec.shape[0]} token ids"
+    elif data.schema.media is None:
+        per_row = f"{spec.shape[0]} features"
+    else:
+        per_row = "a " + " x ".join(map(str, spec.shape)) + " tensor"
     console.print(f"inputs -> {len(data.schema.inputs)} column(s), {per_row} per row")
 
     console.print("\n[bold]Model[/bold]")

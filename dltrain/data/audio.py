@@ -185,6 +185,10 @@ class AudioEncoder:
     def shape(self) -> tuple[int, int, int]:
         return shape_of(self._options())
 
+    def describe(self) -> str:
+        _, frequencies, frames = self.shape
+        return f"{self.sample_rate} Hz, {self.duration:g} s -> spectrogram of {frequencies} frequencies x {frames} frames"
+
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         decoded = decode_files("audio", series.astype(str).tolist(), decode_audio, self._options(), self.shape, np.float32, use_cache)
         check_failures(decoded.failed, on_error, "sound")

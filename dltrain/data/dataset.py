@@ -237,7 +237,7 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
         if isinstance(encoder, CategoryEncoder):
             report.detail = f"{' / '.join(encoder.classes[:6])}{' / ...' if len(encoder.classes) > 6 else ''}"
         elif encoder is not None and not encoder.tabular:
-            report.detail = "x".join(map(str, encoder.shape[1:])) + f", {encoder.shape[0]} channel(s)"
+            report.detail = encoder.describe()
     if not encoders:
         raise DataError(f"{label}: no input columns are left: list them in data.inputs", key=("data", "inputs"))
     schema = DataSchema(encoders, target, data.id, data.cache, data.on_error)

@@ -138,6 +138,9 @@ class ImageEncoder:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.size)
 
+    def describe(self) -> str:
+        return f"{self.size[0]}x{self.size[1]} pixels, {self.channels} channel(s)"
+
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         """The images of `series` as uint8 (kept rows, C, H, W), and which rows were kept."""
         options = {"size": list(self.size), "channels": self.channels}

@@ -231,7 +231,7 @@ class Normalize:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        x = x.float()
+        x = x.to(torch.float32, copy=True)  # never change the stored data (a view for validation batches)
         if self.scale != 1.0:
             x = x.div_(self.scale)
         for augmentation in self.augmentations:

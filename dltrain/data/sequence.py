@@ -105,6 +105,9 @@ class SequenceEncoder:
     def shape(self) -> tuple[int, int]:
         return (self.max_length, 1)
 
+    def describe(self) -> str:
+        return f"up to {self.max_length} values per row, mean {self.mean:.4g}, std {self.std:.4g}"
+
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         out = np.zeros((len(series), self.max_length, 1), dtype=np.float32)
         for row, values in enumerate(parse(self.column, series)):

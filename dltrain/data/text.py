@@ -74,6 +74,9 @@ class TextEncoder:
     def shape(self) -> tuple[int]:
         return (self.max_length,)
 
+    def describe(self) -> str:
+        return f"{self.tokenizer}s, a vocabulary of {self.vocab_size} (with <pad>, <unk>), {self.max_length} per row"
+
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         index = {token: i for i, token in enumerate(self.vocabulary)}
         ids = np.zeros((len(series), self.max_length), dtype=np.int64)

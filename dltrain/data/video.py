@@ -157,6 +157,9 @@ class VideoEncoder:
     def shape(self) -> tuple[int, int, int, int]:
         return (self.channels, self.frames, *self.size)
 
+    def describe(self) -> str:
+        return f"{self.frames} frames of {self.size[0]}x{self.size[1]}, {self.channels} channel(s)"
+
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         decoded = decode_files("video", series.astype(str).tolist(), decode_clip, self._options(), self.shape, np.uint8, use_cache)
         check_failures(decoded.failed, on_error, "clip")
