@@ -105,7 +105,8 @@ def fit(
             run = shlex.quote(str(stop.run_dir or resume))
             err().print(f"\nstopped by {stop}: last.pt saved. Continue with: dltrain fit --resume {run}", markup=False)
             raise
-        print_fit(result)
+        if result.main:
+            print_fit(result)
 
     _run(action)
 

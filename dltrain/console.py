@@ -7,6 +7,7 @@ from functools import cache
 from rich.console import Console
 
 _warned: set[str] = set()
+_silent = False  # ranks of torchrun other than 0 say nothing: rank 0 speaks for all
 
 
 # Rich wraps at 80 columns when output is not a terminal: logs and pipes get room for the tables.
@@ -25,13 +26,19 @@ def err() -> Console:
     return console if console.is_terminal else Console(stderr=True, highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
 
 
+def silence() -> None:
+    global _silent
+    _silent = True
+
+
 def warn(message: str) -> None:
     """Print a warning once per process, however often it is raised."""
-    if message in _warned:
+    if message in _warned or _silent:
         return
     _warned.add(message)
     err().print(f"[yellow]warning:[/yellow] {message}", markup=True)
 
 
 def note(message: str) -> None:
-    err().print(message, markup=False)
+    if not _silent:
+        err().print(message, markup=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 import dltrain
+from dltrain import console
 from dltrain.build import Built, build, optimizer_and_scheduler
 from dltrain.config import LoadedConfig, load_config
 from dltrain.config.yaml import dump_yaml
@@ -18,6 +19,7 @@ from dltrain.files import write_json, write_text
 from dltrain.run import FORMAT, FORMAT_VERSION, RunDir, load_checkpoint, new_run_dir
 from dltrain.train import progress as progress_module
 from dltrain.train.diagnose import diagnose
+from dltrain.train.distributed import SINGLE, Group, join, launched, leave
 from dltrain.train.losses import baseline_loss
 from dltrain.train.metrics import higher_is_better
 from dltrain.train.trainer import Interrupted, Settings, Split, StopSignal, Trainer, catch_signals, count_batches
@@ -33,6 +35,7 @@ class FitResult:
     stopped_early: bool
     hint: str | None
     inputs: str = "rows"  # what predict takes: "rows" of a table, or "images"
+    main: bool = True  # False on the ranks of torchrun other than 0, which print nothing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,24 +65,54 @@ def fit(
     overrides = list(overrides)
     if (config is None) == (resume is None):
         raise UsageError("give a config to train, or --resume RUN to continue a run (not both)")
-    if resume is not None:
-        return _resume(Path(resume), overrides, progress)
     if device is not None:
         overrides.append(f"train.device={device}")
+    group = join_group(overrides if resume is None else [])
+    try:
+        if resume is not None:
+            return _resume(Path(resume), overrides, progress, group)
+        return _fit(config, overrides, out, init_from, progress, group)
+    finally:
+        leave()
+
+
+def join_group(overrides: list[str]) -> Group:
+    """One process, or this rank of torchrun's; only rank 0 speaks."""
+    if not launched():
+        return SINGLE
+    device = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.device=")), "auto")
+    group, _ = join(device)
+    if not group.main:
+        console.silence()
+    return group
+
+
+def _fit(config, overrides: list[str], out, init_from, progress: bool, group: Group) -> FitResult:
     cfg = load_config(config, overrides)
     _setup_torch(cfg)
     built = build(cfg)
-    run_path = _make_run_dir(cfg, out)
+    # rank 0 chooses the run directory and tells the others
+    chosen = None
+    if group.main:
+        try:
+            chosen = _make_run_dir(cfg, out)
+        except DltrainError as error:
+            chosen = error
+    run_path = group.broadcast(chosen)
+    if isinstance(run_path, DltrainError):
+        raise run_path
     note(f"run directory: {run_path}")
     # from here on a signal is answered with a last.pt that --resume can start from
     with catch_signals() as stop:
         static = _static(cfg, built)
-        write_text(run_path / "config.yaml", dump_yaml(static["config"]))
-        write_json(run_path / "data.json", built.data.info)
-        trainer, sink = _trainer(cfg, built, run_path, static, progress, stop)
+        if group.main:
+            write_text(run_path / "config.yaml", dump_yaml(static["config"]))
+            write_json(run_path / "data.json", built.data.info)
+        trainer, sink = _trainer(cfg, built, run_path, static, progress, stop, group)
         if init_from is not None:
             _init_from(trainer, init_from)
-        sink.start([])
+        if group.main:
+            sink.start([])
         return _train(trainer, built, run_path)
 
 
@@ -121,20 +154,24 @@ def _static(cfg: LoadedConfig, built: Built) -> dict:
 
 
 def _trainer(
-    cfg: LoadedConfig, built: Built, run_path: Path, static: dict, progress: bool, stop: StopSignal
+    cfg: LoadedConfig, built: Built, run_path: Path, static: dict, progress: bool, stop: StopSignal, group: Group
 ) -> tuple[Trainer, RunDir]:
     train = cfg.config.train
-    with_device = resolve_device_located(cfg)
+    with_device = resolve_device_located(cfg, group)
     model = built.model.to(with_device)
     forward = model
     if train.compile:
         forward = torch.compile(model)
+    if group.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[with_device.index] if with_device.type == "cuda" else None)
     schema = built.data.schema
     splits = {
         name: Split(s.x.to(with_device), s.y.to(with_device), schema.batch_transform(train=name == "train"))
         for name, s in built.data.splits.items()
     }
-    steps = count_batches(len(splits["train"]), cfg.config.data.batch_size)
+    steps = count_batches(len(splits["train"]), cfg.config.data.batch_size, group.world)
     higher = higher_is_better(train.monitor)
     optimizer, scheduler = optimizer_and_scheduler(cfg, model, steps, higher)
     settings = Settings(
@@ -168,14 +205,17 @@ def _trainer(
         splits.get("val"),
         with_device,
         sink,
-        progress_module.choose(keys, progress),
+        progress_module.choose(keys, progress and group.main),
         forward,
         stop,
+        group,
     )
     return trainer, sink
 
 
-def resolve_device_located(cfg: LoadedConfig) -> torch.device:
+def resolve_device_located(cfg: LoadedConfig, group: Group = SINGLE) -> torch.device:
+    if group.enabled:  # torchrun: this rank's own GPU, or the CPU
+        return torch.device("cuda", group.local_rank) if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
     try:
         return resolve_device(cfg.config.train.device)
     except DltrainError as error:
@@ -202,6 +242,7 @@ def _train(trainer: Trainer, built: Built, run_path: Path) -> FitResult:
         result.stopped_early,
         diagnose(result.history, baseline),
         f"{media.type}s" if media is not None and hasattr(media, "is_item") else "rows",
+        trainer.group.main,
     )
 
 
@@ -223,7 +264,7 @@ def _init_from(trainer: Trainer, source: str | Path) -> None:
         warn(f"--init-from skipped {len(skipped)} tensor(s) that do not fit: {', '.join(skipped)}")
 
 
-def _resume(run_path: Path, overrides: list[str], progress: bool) -> FitResult:
+def _resume(run_path: Path, overrides: list[str], progress: bool, group: Group) -> FitResult:
     if not run_path.is_dir():
         raise UsageError(f"--resume {run_path}: not a run directory")
     state = load_checkpoint(run_path, "last.pt")
@@ -231,10 +272,10 @@ def _resume(run_path: Path, overrides: list[str], progress: bool) -> FitResult:
     if bad:
         raise UsageError(f"with --resume only train.* keys may be changed (train.epochs=20 extends a run); found {', '.join(bad)}")
     with catch_signals() as stop:
-        return _continue(run_path, state, overrides, progress, stop)
+        return _continue(run_path, state, overrides, progress, stop, group)
 
 
-def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool, stop: StopSignal) -> FitResult:
+def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool, stop: StopSignal, group: Group) -> FitResult:
     cfg = load_config(state["config"], overrides, origin=str(run_path / "config.yaml"))
     if cfg.config.train.epochs < state["epoch"]:
         raise ConfigError([Problem("command line", "train.epochs", f"the run already has {state['epoch']} epochs; give more to extend it")])
@@ -249,10 +290,12 @@ def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool,
     data = Prepared(splits, schema, make_task(loss_entry, schema.target), info)
     built = build(cfg, data)
     static = _static(cfg, built)
-    write_text(run_path / "config.yaml", dump_yaml(static["config"]))
-    trainer, sink = _trainer(cfg, built, run_path, static, progress, stop)
+    if group.main:
+        write_text(run_path / "config.yaml", dump_yaml(static["config"]))
+    trainer, sink = _trainer(cfg, built, run_path, static, progress, stop, group)
     trainer.load_state_dict(state)
-    sink.start(trainer.state.history)
+    if group.main:
+        sink.start(trainer.state.history)
     note(f"resuming {run_path} at epoch {state['epoch'] + 1}" + (f", batch {state['batch'] + 1}" if state["batch"] else ""))
     if trainer.state.epoch >= cfg.config.train.epochs:
         note(f"the run has finished its {cfg.config.train.epochs} epochs: give train.epochs=N to extend it")

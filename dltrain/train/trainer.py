@@ -23,6 +23,7 @@ from torch import nn
 
 from dltrain.errors import TrainingError
 from dltrain.train import metrics as metric_registry
+from dltrain.train.distributed import SINGLE, Group
 from dltrain.train.progress import Progress, Silent
 from dltrain.train.task import Task
 
@@ -134,9 +135,12 @@ class Trainer:
         progress: Progress | None = None,
         forward: nn.Module | None = None,
         stop: StopSignal | None = None,
+        group: Group = SINGLE,
     ):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
-        self.forward = forward or model  # the compiled module, when compiled; checkpoints use `model`
+        # what the batches go through: compiled and/or wrapped in DDP; checkpoints use the plain `model`
+        self.forward = forward or model
+        self.group = group
         self.task, self.settings, self.device = task, settings, device
         self.train_split, self.val_split = train, val
         self.sink, self.progress = sink, progress or Silent()
@@ -169,24 +173,26 @@ class Trainer:
         return Result(self.state.history, self.state.best_epoch, self.state.best_value)
 
     def _epoch(self) -> dict:
-        s, st = self.settings, self.state
+        s, st, g = self.settings, self.state, self.group
         epoch = st.epoch + 1
         n = len(self.train_split)
-        batches = count_batches(n, s.batch_size)
+        batches = count_batches(n, s.batch_size, g.world)
         if st.step_losses is None:  # a new epoch, not one resumed part-way
             st.order = torch.randperm(n, generator=self.generator) if s.shuffle else None
             st.step_losses = torch.zeros(batches, device=self.device)
             st.outputs, st.seconds = [], 0.0
         order = None if st.order is None else st.order.to(self.device)
+        # this rank's rows of each global batch (all of them in one process)
+        bounds = [g.share(i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size) for i in range(batches)]
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
         self.model.train()
         x, y = self.train_split.x, self.train_split.y
         transform = self.train_split.transform
-        self._stop_if_signalled(st.batch, start)
+        self._stop_if_signalled(st.batch, start, agree=True)
         for i in range(st.batch, batches):
-            lo, hi = i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size
+            lo, hi = bounds[i]
             if order is None:
                 xb, yb = x[lo:hi], y[lo:hi]
             else:
@@ -201,22 +207,19 @@ class Trainer:
             st.step_losses[i] = loss.detach()
             st.outputs.append(output.detach())
             self.progress.advance(1)
-            if self.stop.signum is not None:
+            if g.enabled:
+                if i % _AGREE_EVERY == 0 or i == batches - 1:  # a signal stops every rank at one batch
+                    self._stop_if_signalled(i + 1, start, agree=True)
+            elif self.stop.signum is not None:
                 self._stop_if_signalled(i + 1, start)
-        sizes = torch.full((batches,), float(s.batch_size), device=self.device)
-        sizes[-1] = n - (batches - 1) * s.batch_size
-        train_loss = float((st.step_losses * sizes).sum()) / n
+        sizes = torch.tensor([hi - lo for lo, hi in bounds], dtype=torch.float32, device=self.device)
+        train_loss = float(g.sum((st.step_losses * sizes).sum())) / n
         if not math.isfinite(train_loss):
-            bad = int(torch.nonzero(~torch.isfinite(st.step_losses))[0])
-            raise TrainingError(
-                f"the loss became {float(st.step_losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
-                "Try a lower learning rate (optimizer.lr), gradient clipping (train.grad_clip: 1.0), or check the "
-                "data for extreme values; best.pt keeps the last good weights"
-            )
+            self._explain_non_finite(epoch, batches)
         row: dict = {"epoch": epoch, "train_loss": train_loss}
-        outputs = torch.cat(st.outputs)
-        target = y if order is None else y[order[: outputs.shape[0]]]
-        row.update(self._metrics("train", outputs, target))
+        rows = torch.cat([torch.arange(lo, hi, device=self.device) for lo, hi in bounds])
+        target = y[rows] if order is None else y[order[rows]]
+        row.update(self._metrics("train", g.gather_rows(torch.cat(st.outputs)), g.gather_rows(target)))
         if self.val_split is not None:
             val_loss, val_outputs = self.predict(self.val_split.x, self.val_split.y)
             row["val_loss"] = val_loss
@@ -226,14 +229,30 @@ class Trainer:
         st.epoch, st.batch, st.order, st.outputs, st.step_losses = epoch, 0, None, [], None
         return row
 
-    def _stop_if_signalled(self, batch: int, start: float) -> None:
-        """After a signal: save last.pt at this batch (the epoch's order kept), then stop."""
-        if self.stop.signum is None:
+    def _explain_non_finite(self, epoch: int, batches: int) -> None:
+        st = self.state
+        finite = torch.isfinite(st.step_losses)
+        bad = int(torch.nonzero(~finite)[0]) if not bool(finite.all()) else 0
+        raise TrainingError(
+            f"the loss became {float(st.step_losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
+            "Try a lower learning rate (optimizer.lr), gradient clipping (train.grad_clip: 1.0), or check the "
+            "data for extreme values; best.pt keeps the last good weights"
+        )
+
+    def _stop_if_signalled(self, batch: int, start: float, agree: bool = False) -> None:
+        """After a signal: save last.pt at this batch (the epoch's order kept), then stop.
+
+        With `agree`, the ranks first agree whether any of them was signalled (a collective call).
+        """
+        signalled = self.stop.signum is not None
+        if agree:
+            signalled = self.group.any(signalled, self.device)
+        if not signalled:
             return
         st = self.state
         st.batch, st.seconds = batch, st.seconds + time.perf_counter() - start
         self._save(best=False)
-        raise Interrupted(self.stop.signum)
+        raise Interrupted(self.stop.signum or signal.SIGTERM)
 
     def _backward(self, loss: torch.Tensor, i: int, batches: int) -> None:
         s = self.settings
@@ -254,11 +273,20 @@ class Trainer:
         if self.scheduler is not None and s.scheduler_interval == "step":
             self.scheduler.step()
 
-    def predict(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
-        """The mean loss (NaN without `y`) and the raw outputs of the model on `x`, in eval mode."""
+    def predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """The mean loss and the raw outputs of the model on all of `x`, in eval mode.
+
+        Under DDP each rank evaluates its own contiguous share and the outputs are gathered in
+        order, without padding duplicates: the result is that of one process.
+        """
         self.model.eval()
+        g = self.group
+        lo, hi = g.share(0, x.shape[0])
         transform = self.val_split.transform if self.val_split is not None else None
-        return evaluate_batches(self.forward, self.loss_fn, x, y, self.settings.batch_size, self.autocast, transform)
+        # the plain model: DDP's forward would sync buffers for every validation batch
+        loss, outputs = evaluate_batches(self.model, self.loss_fn, x[lo:hi], y[lo:hi], self.settings.batch_size, self.autocast, transform)
+        total = g.sum(torch.tensor(loss * (hi - lo) if hi > lo else 0.0, device=self.device, dtype=torch.float64))
+        return float(total) / max(1, x.shape[0]), g.gather_rows(outputs)
 
     def _metrics(self, split: str, outputs: torch.Tensor, target: torch.Tensor) -> dict:
         outcome = metric_registry.Outcome(self.task, outputs.float(), target, split)
@@ -289,9 +317,12 @@ class Trainer:
     # ----- checkpoints
 
     def _save(self, best: bool) -> None:
-        self.sink.checkpoint(self.state_dict(), best)
+        state = self.state_dict()  # on every rank: it gathers each rank's random states
+        if self.group.main:
+            self.sink.checkpoint(state, best)
 
-    def state_dict(self) -> dict:
+    def _own_state(self) -> dict:
+        """What differs between ranks: random states, and what a stopped epoch measured so far."""
         st = self.state
         partial = None
         if st.step_losses is not None:  # stopped inside an epoch: keep its order and what it measured
@@ -301,6 +332,19 @@ class Trainer:
                 "outputs": torch.cat(st.outputs).cpu() if st.outputs else None,
                 "seconds": st.seconds,
             }
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": _plain_random_state(),
+            "numpy": _plain_numpy_state(),
+            "shuffle": self.generator.get_state(),
+            "augment": self.augment_generator.get_state(),
+        }
+        return {"partial": partial, "rng": rng}
+
+    def state_dict(self) -> dict:
+        st = self.state
+        ranks = self.group.gather_objects(self._own_state())
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -308,17 +352,11 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "epoch": st.epoch,
             "batch": st.batch,
-            "partial": partial,
+            "partial": ranks[0]["partial"],
             "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs},
             "history": [dict(r) for r in st.history],
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": _plain_random_state(),
-                "numpy": _plain_numpy_state(),
-                "shuffle": self.generator.get_state(),
-                "augment": self.augment_generator.get_state(),
-            },
+            "rng": ranks[0]["rng"],
+            "ranks": ranks[1:],  # the other ranks' parts, under DDP
         }
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
@@ -336,13 +374,25 @@ class Trainer:
         best = state["best"]
         st.best_value, st.best_epoch, st.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
         st.history = [dict(r) for r in state["history"]]
-        partial = state.get("partial")
+        own = {"partial": state.get("partial"), "rng": state["rng"]}
+        others = state.get("ranks") or []
+        if self.group.rank > 0 and len(others) == self.group.world - 1:
+            own = others[self.group.rank - 1]
+        elif self.group.world != len(others) + 1:
+            from dltrain.console import warn
+
+            warn(f"this run was trained on {len(others) + 1} process(es) and continues on {self.group.world}: "
+                 "it goes on from the same weights, but not exactly as an unbroken run would")
+        partial = own["partial"]
+        if partial is not None and st.batch and self.group.world != len(others) + 1:
+            partial = None
+            st.batch = 0  # the epoch's shares differ: start it again
         if partial:
             st.order = partial["order"]
             st.step_losses = partial["step_losses"].to(self.device)
             st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
             st.seconds = partial["seconds"]
-        rng = state["rng"]
+        rng = own["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -373,10 +423,15 @@ def evaluate_batches(
     return (float(total) / n if y is not None and n else math.nan), out
 
 
-def count_batches(n: int, batch_size: int) -> int:
-    """Batches of an epoch; a last batch of one row joins the one before (BatchNorm cannot train on one)."""
+_AGREE_EVERY = 16  # under DDP, batches between two checks that no rank was signalled
+
+
+def count_batches(n: int, batch_size: int, world: int = 1) -> int:
+    """Batches of an epoch. A last batch too small to give every process two rows joins the one before
+    (BatchNorm cannot train on one row, and DDP needs every rank to take part in every step)."""
     batches = max(1, math.ceil(n / batch_size))
-    return batches - 1 if batches > 1 and n % batch_size == 1 else batches
+    remainder = n % batch_size
+    return batches - 1 if batches > 1 and 0 < remainder < 2 * world else batches
 
 
 def _finite_weights(model: nn.Module) -> bool:
