@@ -37,6 +37,12 @@ class TrainingError(DltrainError):
     exit_code = 1
 
 
+class WriteError(DltrainError):
+    """A file of the run could not be written (a full disk, a folder that is not writable)."""
+
+    exit_code = 1
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in a config: where (file:line, key path) and what."""

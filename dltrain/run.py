@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dltrain.errors import CheckpointError
+from dltrain.errors import CheckpointError, WriteError
 from dltrain.files import write_atomic, write_text
 
 FORMAT = "dltrain-checkpoint"
@@ -49,6 +49,8 @@ class RunDir:
 
     def start(self, history: list[dict]) -> None:
         """metrics.csv as the checkpoint knows it (on resume, rows written after it are dropped)."""
+        for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
         self.history = [dict(r) for r in history]
         self._write_metrics()
 
@@ -70,10 +72,21 @@ class RunDir:
         writer.writeheader()
         for row in self.history:
             writer.writerow({k: _cell(row.get(k)) for k in columns})
-        write_text(self.path / "metrics.csv", out.getvalue())
+        self._write(lambda path: write_text(path, out.getvalue()), self.path / "metrics.csv")
 
     def checkpoint(self, state: dict, best: bool) -> None:
-        save_checkpoint({**self.static, **state}, self.path / ("best.pt" if best else "last.pt"))
+        path = self.path / ("best.pt" if best else "last.pt")
+        self._write(lambda target: save_checkpoint({**self.static, **state}, target), path)
+
+    def _write(self, write, path: Path) -> None:
+        try:
+            write(path)
+        except OSError as error:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise WriteError(
+                f"cannot write {path}: {error.strerror or error}. Nothing was half-written: {kept}. Free some "
+                f"space (or make the folder writable), then continue with: dltrain fit --resume {self.path}"
+            ) from None
 
 
 def _tensorboard(path: Path):

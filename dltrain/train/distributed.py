@@ -108,4 +108,7 @@ def join(device_name: str) -> tuple[Group, torch.device | None]:
 
 def leave() -> None:
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()  # no rank tears the group down while another still talks to it
+        finally:
+            dist.destroy_process_group()

@@ -164,7 +164,8 @@ class Trainer:
                 while self.state.epoch < s.epochs:
                     row = self._epoch()
                     self.state.history.append(row)
-                    self.sink.epoch_row(row)
+                    if self.group.main:
+                        self.sink.epoch_row(row)
                     self.progress.end_epoch(row)
                     if self._after_epoch(row):
                         return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
