@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from dltrain.data.media import (
+    CollectPaths,
     Normalize,
     channel_statistics,
     check_failures,
@@ -124,7 +125,7 @@ def decode_audio(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class AudioEncoder:
+class AudioEncoder(CollectPaths):
     column: str
     sample_rate: int = 16000
     duration: float = 1.0

@@ -9,6 +9,7 @@ one file and as text in another still matches.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -97,6 +98,13 @@ class Encoder:
     width: ClassVar[int] = 1
     tabular: ClassVar[bool] = True  # one float vector per row, concatenated with the other table columns
 
+    @classmethod
+    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> Encoder:
+        """Fit on the training rows: the same accumulation that fits chunk by chunk when streaming."""
+        state = cls.fit_state()
+        cls.fit_update(state, column, series, options)
+        return cls.fit_finish(column, state, options)
+
     def to_dict(self) -> dict:
         raise NotImplementedError
 
@@ -113,12 +121,24 @@ class NumericEncoder(Encoder):
     std: float = 1.0
     type: ClassVar[str] = "numeric"
 
+    @staticmethod
+    def fit_state() -> dict:
+        return {"count": 0, "sum": 0.0, "squares": 0.0}
+
+    @staticmethod
+    def fit_update(state: dict, column: str, series: pd.Series, options: dict | None = None) -> None:
+        values = _numbers(column, series).dropna().to_numpy("float64")
+        state["count"] += len(values)
+        state["sum"] += float(values.sum())
+        state["squares"] += float((values * values).sum())
+
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict) -> NumericEncoder:
-        values = _numbers(column, series)
-        mean = float(values.mean()) if values.notna().any() else 0.0
-        std = float(values.std(ddof=0)) if values.notna().sum() > 1 else 0.0
-        return cls(column, mean, std if std > 0 and math.isfinite(std) else 1.0)
+    def fit_finish(cls, column: str, state: dict, options: dict, on_error: str = "raise") -> NumericEncoder:
+        n = state["count"]
+        mean = state["sum"] / n if n else 0.0
+        std = math.sqrt(max(state["squares"] / n - mean * mean, 0.0)) if n > 1 else 0.0
+        # a constant column, or one whose spread is lost in rounding, is only centred
+        return cls(column, mean, std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0)
 
     def numbers(self, series: pd.Series) -> torch.Tensor:
         """The standardized values, (rows,) float32, missing filled with the training mean."""
@@ -160,9 +180,17 @@ class CategoryEncoder(Encoder):
     classes: list[str] = field(default_factory=list)
     type: ClassVar[str] = "category"
 
+    @staticmethod
+    def fit_state() -> Counter:
+        return Counter()
+
+    @staticmethod
+    def fit_update(state: Counter, column: str, series: pd.Series, options: dict | None = None) -> None:
+        state.update(keys(series).dropna().value_counts().to_dict())
+
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict) -> CategoryEncoder:
-        return cls(column, _sort_keys(keys(series).dropna().unique().tolist()))
+    def fit_finish(cls, column: str, state: Counter, options: dict, on_error: str = "raise") -> CategoryEncoder:
+        return cls(column, _sort_keys(list(state)))
 
     @property
     def width(self) -> int:  # type: ignore[override]
@@ -195,8 +223,8 @@ class BinaryEncoder(CategoryEncoder):
     width: ClassVar[int] = 1
 
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict) -> BinaryEncoder:
-        values = _sort_keys(keys(series).dropna().unique().tolist())
+    def fit_finish(cls, column: str, state: Counter, options: dict, on_error: str = "raise") -> BinaryEncoder:
+        values = _sort_keys(list(state))
         if len(values) > 2:
             shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
             raise DataError(
@@ -211,11 +239,8 @@ class BinaryEncoder(CategoryEncoder):
                     f"column '{column}': positive value {positive!r} is not among its values ({', '.join(values)})"
                 )
             values = [v for v in values if v != positive] + [positive]
-        encoder = cls(column, values)
-        codes = encoder.codes(series)
-        known = codes >= 0
-        encoder.rate = float(codes[known].mean()) if known.any() else 0.5
-        return encoder
+        total = sum(state.values())
+        return cls(column, values, state[values[-1]] / total if total and len(values) == 2 else 0.5)
 
     def transform(self, series: pd.Series) -> torch.Tensor:
         codes = torch.from_numpy(self.codes(series)).float()
@@ -335,9 +360,7 @@ def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, A
             f"column '{column}' is {type_}, which has no option {', '.join(unknown)} "
             f"(its options: {', '.join(encoder.options) or 'none'})"
         )
-    if not encoder.tabular:
-        return encoder.fit(column, series, options, on_error)
-    return encoder.fit(column, series, options)
+    return encoder.fit(column, series, options, on_error)
 
 
 def _row(series: pd.Series, mask: pd.Series) -> int:

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from dltrain.data.media import (
+    CollectPaths,
     Normalize,
     channel_statistics,
     check_failures,
@@ -81,7 +82,7 @@ def decode_image(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class ImageEncoder:
+class ImageEncoder(CollectPaths):
     """Image paths -> (channels, height, width), normalized per channel with training statistics."""
 
     column: str

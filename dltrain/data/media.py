@@ -237,3 +237,19 @@ class Normalize:
         for augmentation in self.augmentations:
             x = augmentation(x, generator)
         return x.sub_(self.mean).div_(self.std)
+
+
+class CollectPaths:
+    """Streaming fit for file columns: collect the training paths (small), then fit on them."""
+
+    @staticmethod
+    def fit_state() -> list:
+        return []
+
+    @staticmethod
+    def fit_update(state: list, column: str, series: pd.Series, options: dict | None = None) -> None:
+        state.extend(series.astype(str).tolist())
+
+    @classmethod
+    def fit_finish(cls, column: str, state: list, options: dict, on_error: str = "raise"):
+        return cls.fit(column, pd.Series(state, dtype=object), options, on_error)

@@ -93,13 +93,30 @@ class SequenceEncoder:
 
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> SequenceEncoder:
-        rows = parse(column, series)
-        values = np.concatenate(rows) if rows else np.zeros(0)
-        if values.size == 0:
+        state = cls.fit_state()
+        cls.fit_update(state, column, series, options)
+        return cls.fit_finish(column, state, options)
+
+    @staticmethod
+    def fit_state() -> dict:
+        return {"count": 0, "sum": 0.0, "squares": 0.0, "longest": 0}
+
+    @staticmethod
+    def fit_update(state: dict, column: str, series: pd.Series, options: dict | None = None) -> None:
+        for values in parse(column, series):
+            state["count"] += len(values)
+            state["sum"] += float(values.sum())
+            state["squares"] += float((values * values).sum())
+            state["longest"] = max(state["longest"], len(values))
+
+    @classmethod
+    def fit_finish(cls, column: str, state: dict, options: dict, on_error: str = "raise") -> SequenceEncoder:
+        n = state["count"]
+        if n == 0:
             raise DataError(f"column '{column}' is a sequence, but its training rows hold no numbers")
-        std = float(values.std())
-        longest = max(len(r) for r in rows)
-        return cls(column, int(options.get("max_length") or longest), float(values.mean()), std if std > 0 else 1.0)
+        mean = state["sum"] / n
+        std = math.sqrt(max(state["squares"] / n - mean * mean, 0.0))
+        return cls(column, int(options.get("max_length") or state["longest"]), mean, std if std > 1e-12 else 1.0)
 
     @property
     def shape(self) -> tuple[int, int]:

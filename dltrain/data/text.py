@@ -7,7 +7,6 @@ layer's final state reads it. An empty cell is a row of padding.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,15 +55,36 @@ class TextEncoder:
 
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> TextEncoder:
+        state = cls.fit_state()
+        cls.fit_update(state, column, series, options)
+        return cls.fit_finish(column, state, options)
+
+    @staticmethod
+    def fit_state() -> dict:
+        return {"counts": Counter(), "lengths": Counter()}
+
+    @staticmethod
+    def fit_update(state: dict, column: str, series: pd.Series, options: dict | None = None) -> None:
+        options = options or {}
         tokenizer, lowercase = options.get("tokenizer", "word"), options.get("lowercase", True)
-        rows = [tokenize(t, tokenizer, lowercase) for t in _texts(series)]
-        counts = Counter(token for row in rows for token in row)
+        for text in _texts(series):
+            tokens = tokenize(text, tokenizer, lowercase)
+            state["counts"].update(tokens)
+            state["lengths"][len(tokens)] += 1
+
+    @classmethod
+    def fit_finish(cls, column: str, state: dict, options: dict, on_error: str = "raise") -> TextEncoder:
+        counts, lengths = state["counts"], state["lengths"]
         min_freq, max_tokens = options.get("min_freq", 1), options.get("max_tokens")
         kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
         vocabulary = [PAD, UNK] + kept[:max_tokens]
-        lengths = sorted(len(r) for r in rows)
-        default = lengths[min(len(lengths) - 1, math.ceil(0.95 * len(lengths)) - 1)] if lengths else 1
-        return cls(column, tokenizer, lowercase, vocabulary, max(1, int(options.get("max_length") or default)))
+        return cls(
+            column,
+            options.get("tokenizer", "word"),
+            options.get("lowercase", True),
+            vocabulary,
+            max(1, int(options.get("max_length") or _covering(lengths, 0.95))),
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -105,6 +125,16 @@ class TextEncoder:
     @classmethod
     def from_dict(cls, data: dict) -> TextEncoder:
         return cls(data["column"], data["tokenizer"], data["lowercase"], list(data["vocabulary"]), data["max_length"])
+
+
+def _covering(lengths: Counter, share: float) -> int:
+    """The smallest length that covers `share` of the rows."""
+    total, seen = sum(lengths.values()), 0
+    for length in sorted(lengths):
+        seen += lengths[length]
+        if seen >= share * total:
+            return length
+    return 1
 
 
 def _texts(series: pd.Series) -> list[str]:

@@ -19,6 +19,7 @@ import torch
 
 from dltrain.data.images import is_image_file
 from dltrain.data.media import (
+    CollectPaths,
     Normalize,
     channel_statistics,
     check_failures,
@@ -101,7 +102,7 @@ def decode_clip(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class VideoEncoder:
+class VideoEncoder(CollectPaths):
     column: str
     frames: int = 8
     size: tuple[int, int] = (0, 0)
