@@ -17,14 +17,12 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dltrain.data.media import (
-    CollectPaths,
+    ChannelStatistics,
+    FileColumn,
     Normalize,
-    channel_statistics,
     check_failures,
-    decode_files,
     folder_table,
     list_items,
     map_files,
@@ -125,7 +123,7 @@ def decode_audio(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class AudioEncoder(CollectPaths):
+class AudioEncoder(FileColumn):
     column: str
     sample_rate: int = 16000
     duration: float = 1.0
@@ -140,6 +138,10 @@ class AudioEncoder(CollectPaths):
     vocab_size: ClassVar[int | None] = None
     is_item: ClassVar = staticmethod(is_audio_file)
     folder_table: ClassVar = staticmethod(audio_folder_table)
+    kind: ClassVar[str] = "audio"
+    what: ClassVar[str] = "sound"
+    decoder: ClassVar = staticmethod(decode_audio)
+    storage: ClassVar = np.float32
 
     @classmethod
     def check_options(cls, options: dict) -> str | None:
@@ -190,13 +192,13 @@ class AudioEncoder(CollectPaths):
         _, frequencies, frames = self.shape
         return f"{self.sample_rate} Hz, {self.duration:g} s -> spectrogram of {frequencies} frequencies x {frames} frames"
 
-    def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
-        decoded = decode_files("audio", series.astype(str).tolist(), decode_audio, self._options(), self.shape, np.float32, use_cache)
-        check_failures(decoded.failed, on_error, "sound")
-        return decoded.values, decoded.kept
+    def decode_options(self) -> dict:
+        return self._options()
 
-    def fit_encoded(self, values: torch.Tensor) -> None:
-        mean, std = channel_statistics(values, scale=1.0)
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(1, scale=1.0)
+
+    def use_statistics(self, mean: list[float], std: list[float]) -> None:
         self.mean, self.std = mean[0], std[0]
 
     def batch_transform(self, train: bool) -> Normalize:

@@ -15,14 +15,12 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dltrain.data.media import (
-    CollectPaths,
+    ChannelStatistics,
+    FileColumn,
     Normalize,
-    channel_statistics,
     check_failures,
-    decode_files,
     folder_table,
     list_items,
     map_files,
@@ -82,7 +80,7 @@ def decode_image(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class ImageEncoder(CollectPaths):
+class ImageEncoder(FileColumn):
     """Image paths -> (channels, height, width), normalized per channel with training statistics."""
 
     column: str
@@ -98,6 +96,9 @@ class ImageEncoder(CollectPaths):
     vocab_size: ClassVar[int | None] = None
     is_item: ClassVar = staticmethod(is_image_file)
     folder_table: ClassVar = staticmethod(image_folder_table)
+    kind: ClassVar[str] = "images"
+    what: ClassVar[str] = "image"
+    decoder: ClassVar = staticmethod(decode_image)
 
     @classmethod
     def check_options(cls, options: dict) -> str | None:
@@ -142,16 +143,15 @@ class ImageEncoder(CollectPaths):
     def describe(self) -> str:
         return f"{self.size[0]}x{self.size[1]} pixels, {self.channels} channel(s)"
 
-    def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
-        """The images of `series` as uint8 (kept rows, C, H, W), and which rows were kept."""
-        options = {"size": list(self.size), "channels": self.channels}
-        decoded = decode_files("images", series.astype(str).tolist(), decode_image, options, self.shape, np.uint8, use_cache)
-        check_failures(decoded.failed, on_error, "image")
-        return decoded.values, decoded.kept
+    def decode_options(self) -> dict:
+        return {"size": list(self.size), "channels": self.channels}
 
-    def fit_encoded(self, pixels: torch.Tensor) -> None:
+    def statistics(self) -> ChannelStatistics:
         """Per-channel mean and std of the training images, in [0, 1] units."""
-        self.mean, self.std = channel_statistics(pixels)
+        return ChannelStatistics(self.channels)
+
+    def use_statistics(self, mean: list[float], std: list[float]) -> None:
+        self.mean, self.std = mean, std
 
     def batch_transform(self, train: bool) -> Normalize:
         from dltrain.data.augment import build_augmentations

@@ -201,22 +201,34 @@ def check_failures(failed: list[tuple[str, str]], on_error: str, what: str) -> N
     warn(f"{len(failed)} {what}(s) could not be read and were skipped (data.on_error: skip): {shown}{more}")
 
 
+class ChannelStatistics:
+    """Per-channel mean and std, accumulated over batches of uint8 (or float) data in units of `scale`."""
+
+    def __init__(self, channels: int, channel_dim: int = 1, scale: float = 255.0):
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.squares = torch.zeros(channels, dtype=torch.float64)
+        self.count, self.channel_dim, self.scale = 0, channel_dim, scale
+
+    def add(self, values: torch.Tensor) -> None:
+        dims = tuple(d for d in range(values.dim()) if d != self.channel_dim)
+        for chunk in values.split(1024):
+            part = chunk.to(torch.float64).div_(self.scale)
+            self.total += part.sum(dim=dims)
+            self.squares += part.pow(2).sum(dim=dims)
+            self.count += part.numel() // part.shape[self.channel_dim]
+
+    def result(self) -> tuple[list[float], list[float]]:
+        count = max(self.count, 1)
+        mean = self.total / count
+        std = (self.squares / count - mean.pow(2)).clamp_min(0).sqrt()
+        return mean.tolist(), [s if s > 1e-6 else 1.0 for s in std.tolist()]
+
+
 def channel_statistics(values: torch.Tensor, channel_dim: int = 1, scale: float = 255.0) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 (or float) data, in units of `scale`; std 1 where flat."""
-    dims = tuple(d for d in range(values.dim()) if d != channel_dim)
-    channels = values.shape[channel_dim]
-    total = torch.zeros(channels, dtype=torch.float64)
-    squares = torch.zeros(channels, dtype=torch.float64)
-    count = 0
-    for chunk in values.split(1024):
-        part = chunk.to(torch.float64).div_(scale)
-        total += part.sum(dim=dims)
-        squares += part.pow(2).sum(dim=dims)
-        count += part.numel() // channels
-    count = max(count, 1)
-    mean = total / count
-    std = (squares / count - mean.pow(2)).clamp_min(0).sqrt()
-    return mean.tolist(), [s if s > 1e-6 else 1.0 for s in std.tolist()]
+    statistics = ChannelStatistics(values.shape[channel_dim], channel_dim, scale)
+    statistics.add(values)
+    return statistics.result()
 
 
 class Normalize:
@@ -239,9 +251,20 @@ class Normalize:
         return x.sub_(self.mean).div_(self.std)
 
 
-class CollectPaths:
-    """Streaming fit for file columns: collect the training paths (small), then fit on them."""
+class FileColumn:
+    """What the file column types (image, audio, video) share: fitting on paths, decoding, statistics.
 
+    A subclass names its `kind` (the cache's folder), `what` one file is called in messages, its
+    `decoder`, the dtype it is stored in, and gives `decode_options`, `shape`, `statistics` and
+    `use_statistics`.
+    """
+
+    kind: str = ""
+    what: str = "file"
+    decoder: Decoder
+    storage: type = np.uint8
+
+    # streaming fit: collect the training paths (small), then fit on them
     @staticmethod
     def fit_state() -> list:
         return []
@@ -253,3 +276,17 @@ class CollectPaths:
     @classmethod
     def fit_finish(cls, column: str, state: list, options: dict, on_error: str = "raise"):
         return cls.fit(column, pd.Series(state, dtype=object), options, on_error)
+
+    def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
+        """The files of `series`, decoded (kept rows, *shape), and which rows were kept."""
+        decoded = decode_files(self.kind, series.astype(str).tolist(), type(self).decoder, self.decode_options(), self.shape, self.storage, use_cache)
+        check_failures(decoded.failed, on_error, self.what)
+        return decoded.values, decoded.kept
+
+    def decode_one(self, path: str) -> np.ndarray | str:
+        return type(self).decoder(path, self.decode_options())
+
+    def fit_encoded(self, values: torch.Tensor) -> None:
+        statistics = self.statistics()
+        statistics.add(values)
+        self.use_statistics(*statistics.result())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -191,22 +192,30 @@ def check_source(source: Any, resolve: Callable[[str, tuple], Path]) -> None:
     resolve_source(source, resolve)
 
 
-def read_table(source: ResolvedSource) -> pd.DataFrame:
-    """Read a whole table; any problem is a DataError that names the file."""
+@contextmanager
+def _reading(source: ResolvedSource):
+    """Any problem reading `source` becomes a DataError that names it."""
     try:
-        table = SOURCES.get(source.type)(source)
+        yield
     except DataError:
         raise
     except FileNotFoundError:
         raise DataError(f"{source.label}: file not found") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{source.label}: the file is empty; expected a table with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
+    except Exception as error:  # pandas, pyarrow and database drivers raise their own types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"{source.label}: cannot read it as {source.type}: {first}") from None
-    except Exception as error:  # pyarrow and database drivers raise their own types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{source.label}: cannot read it as {source.type}: {first}") from None
+
+
+def read_table(source: ResolvedSource) -> pd.DataFrame:
+    """Read a whole table; any problem is a DataError that names the file."""
+    with _reading(source):
+        table = SOURCES.get(source.type)(source)
+    return _checked(table, source)
+
+
+def _checked(table: pd.DataFrame, source: ResolvedSource) -> pd.DataFrame:
     if len(table.columns) == 0:
         raise DataError(f"{source.label}: the table has no columns")
     if len(table) == 0:
@@ -218,6 +227,59 @@ def read_table(source: ResolvedSource) -> pd.DataFrame:
     if duplicated:
         raise DataError(f"{source.label}: column names appear twice: {', '.join(duplicated)}")
     return table
+
+
+def _chunks_csv(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    yield from pd.read_csv(source.path, sep="\t" if source.type == "tsv" else ",", chunksize=rows, usecols=columns)
+
+
+def _chunks_parquet(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=rows, columns=columns):
+        yield batch.to_pandas()
+
+
+def _chunks_jsonl(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    for chunk in pd.read_json(source.path, lines=True, chunksize=rows):
+        yield chunk[columns] if columns else chunk
+
+
+def _chunks_sql(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    database = Path(source.url[len("sqlite:///") :]) if source.url.startswith("sqlite:///") else None
+    if database is None:  # other databases: one read (streaming them needs the driver's own cursor)
+        table = _read_sql(source)
+        for start in range(0, len(table), rows):
+            yield table.iloc[start : start + rows][columns] if columns else table.iloc[start : start + rows]
+        return
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        for chunk in pd.read_sql_query(source.query, connection, chunksize=rows):
+            yield chunk[columns] if columns else chunk
+    finally:
+        connection.close()
+
+
+def _chunks_whole(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    table = SOURCES.get(source.type)(source)  # json arrays and folders are read whole
+    yield table[columns] if columns else table
+
+
+CHUNK_READERS = {"csv": _chunks_csv, "tsv": _chunks_csv, "parquet": _chunks_parquet, "jsonl": _chunks_jsonl, "sql": _chunks_sql}
+
+
+def read_chunks(source: ResolvedSource, rows: int = 65536, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The table in chunks of at most `rows` rows, each indexed by its rows' positions in the whole table."""
+    reader = CHUNK_READERS.get(source.type, _chunks_whole)
+    start = 0
+    with _reading(source):
+        for chunk in reader(source, rows, columns):
+            chunk.index = pd.RangeIndex(start, start + len(chunk))
+            start += len(chunk)
+            if len(chunk):
+                yield _checked(chunk, source)
+    if start == 0:
+        raise DataError(f"{source.label}: the table has no rows")
 
 
 def _folder_kind(folder: Path) -> str:

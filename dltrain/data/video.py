@@ -15,15 +15,13 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dltrain.data.images import is_image_file
 from dltrain.data.media import (
-    CollectPaths,
+    ChannelStatistics,
+    FileColumn,
     Normalize,
-    channel_statistics,
     check_failures,
-    decode_files,
     folder_table,
     map_files,
     reason,
@@ -102,7 +100,7 @@ def decode_clip(path: str, options: dict) -> np.ndarray | str:
 
 
 @dataclass
-class VideoEncoder(CollectPaths):
+class VideoEncoder(FileColumn):
     column: str
     frames: int = 8
     size: tuple[int, int] = (0, 0)
@@ -116,6 +114,9 @@ class VideoEncoder(CollectPaths):
     vocab_size: ClassVar[int | None] = None
     is_item: ClassVar = staticmethod(is_clip)
     folder_table: ClassVar = staticmethod(video_folder_table)
+    kind: ClassVar[str] = "video"
+    what: ClassVar[str] = "clip"
+    decoder: ClassVar = staticmethod(decode_clip)
 
     @classmethod
     def check_options(cls, options: dict) -> str | None:
@@ -161,13 +162,14 @@ class VideoEncoder(CollectPaths):
     def describe(self) -> str:
         return f"{self.frames} frames of {self.size[0]}x{self.size[1]}, {self.channels} channel(s)"
 
-    def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
-        decoded = decode_files("video", series.astype(str).tolist(), decode_clip, self._options(), self.shape, np.uint8, use_cache)
-        check_failures(decoded.failed, on_error, "clip")
-        return decoded.values, decoded.kept
+    def decode_options(self) -> dict:
+        return self._options()
 
-    def fit_encoded(self, values: torch.Tensor) -> None:
-        self.mean, self.std = channel_statistics(values)
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(self.channels)
+
+    def use_statistics(self, mean: list[float], std: list[float]) -> None:
+        self.mean, self.std = mean, std
 
     def batch_transform(self, train: bool) -> Normalize:
         return Normalize(self.mean, self.std, [], dims=5)
