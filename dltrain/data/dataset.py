@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from dltrain.components import suggest
-from dltrain.config.schema import ByColumn, Column, Data, Files, Ratios
+from dltrain.config.schema import ByColumn, Column, Data, Files
 from dltrain.console import warn
 from dltrain.data.encoders import (
     ENCODERS,
@@ -187,51 +187,108 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
     table, described, file_splits = read_sources(data, resolve)
     label = _label(described)
     reports: list[ColumnReport] = []
-    # a folder of class subfolders has its classes in `label`
-    target_column = _column_name(data.target) or ("label" if described.get("type") in FOLDER_TYPES else None)
-    _require_column(table, target_column, ("data", "target"), label)
-    target_options = _options(data.target)
-
-    # rows without a target cannot be learned from or scored
-    has_target = keys(table[target_column]).notna().to_numpy()
-    dropped = int((~has_target).sum())
-    if dropped:
-        warn(f"{dropped} row(s) of {label} have no value in target column '{target_column}': dropped")
-
-    target_type, how = _target_type(data.target, table[target_column][has_target], loss, label)
-
-    split_column = data.split.column if isinstance(data.split, ByColumn) else None
-    if split_column is not None:
-        _require_column(table, split_column, ("data", "split", "column"), label)
-        by_column = split_by_column(table[split_column], split_column)
-        rows = {s: r[has_target[r]] for s, r in by_column.items()}
-    elif file_splits is not None:
-        rows = {s: r[has_target[r]] for s, r in file_splits.items()}
-    else:
-        ratios: Ratios = data.split
-        kept = np.flatnonzero(has_target)
-        strata = keys(table[target_column].iloc[kept]) if target_type in ("category", "binary") else None
-        local = split_by_ratios(len(kept), ratios.model_dump(), seed, strata.reset_index(drop=True) if strata is not None else None)
-        rows = {s: kept[r] for s, r in local.items()}
-    if len(rows.get("train", [])) == 0:
-        raise DataError(f"{label}: no rows left for training", key=("data", "split"))
-
-    train_rows = table.iloc[rows["train"]]
-    target = fit_encoder(target_column, target_type, train_rows[target_column], target_options)
-    if isinstance(target, CategoryEncoder) and len(target.classes) < 2:
-        raise DataError(
-            f"target column '{target_column}' has one class in the training rows ({target.classes[0]!r}); "
-            "a classifier needs at least two",
-            key=("data", "target"),
-        )
-    task = make_task(loss, target)
-    detail = f"classes: {', '.join(task.classes)}" if task.classes else f"mean {target.mean:.4g}, std {target.std:.4g}"
-    reports.append(ColumnReport(target_column, "target", target_type, how, dropped, detail))
-
-    input_plan = _inputs(data, table, target_column, split_column, reports, label)
+    labels = LabelsAndSplit.make(data, table, described, file_splits, loss, seed, label, reports)
+    input_plan = _inputs(data, table, labels.target_column, labels.split_column, reports, label)
+    train_rows = table.iloc[labels.rows["train"]]
     encoders = [
         fit_encoder(name, type_, train_rows[name], options, data.on_error) for name, type_, options in input_plan
     ]
+    schema = _schema(data, encoders, labels.target, reports, label)
+
+    splits: dict[str, SplitData] = {}
+    skipped = 0
+    for name, (y, indices) in labels.targets(table[labels.target_column], loss).items():  # train first
+        x, readable = schema.encode_inputs(table.iloc[indices], label)
+        if not readable.all():
+            skipped += int((~readable).sum())
+            y, indices = y[torch.from_numpy(readable)], indices[readable]
+        if name == "train" and schema.media is not None:
+            schema.media.fit_encoded(x)  # its images give the normalization
+        splits[name] = SplitData(x, y, indices)
+    _count_missing(reports, table, labels.rows)
+    return Prepared(splits, schema, labels.task, labels.info(described, fingerprint(table), splits, skipped), reports)
+
+
+@dataclass
+class LabelsAndSplit:
+    """The target column's encoder and the rows of each split: what in-memory and streaming data share."""
+
+    target_column: str
+    split_column: str | None
+    target: Encoder
+    task: Task
+    rows: dict[str, np.ndarray]
+    dropped: int
+    unseen: int = 0
+
+    @classmethod
+    def make(cls, data: Data, labels: pd.DataFrame, described: dict, file_splits, loss: LossEntry, seed: int, label: str, reports: list) -> LabelsAndSplit:
+        """`labels` holds the target column (and the split column), for every row of the data."""
+        # a folder of class subfolders has its classes in `label`
+        target_column = _column_name(data.target) or ("label" if described.get("type") in FOLDER_TYPES else None)
+        _require_column(labels, target_column, ("data", "target"), label)
+        # rows without a target cannot be learned from or scored
+        has_target = keys(labels[target_column]).notna().to_numpy()
+        dropped = int((~has_target).sum())
+        if dropped:
+            warn(f"{dropped} row(s) of {label} have no value in target column '{target_column}': dropped")
+        target_type, how = _target_type(data.target, labels[target_column][has_target], loss, label)
+        split_column = data.split.column if isinstance(data.split, ByColumn) else None
+        if split_column is not None:
+            _require_column(labels, split_column, ("data", "split", "column"), label)
+            by_column = split_by_column(labels[split_column], split_column)
+            rows = {s: r[has_target[r]] for s, r in by_column.items()}
+        elif file_splits is not None:
+            rows = {s: r[has_target[r]] for s, r in file_splits.items()}
+        else:
+            kept = np.flatnonzero(has_target)
+            strata = keys(labels[target_column].iloc[kept]).reset_index(drop=True) if target_type in ("category", "binary") else None
+            local = split_by_ratios(len(kept), data.split.model_dump(), seed, strata)
+            rows = {s: kept[r] for s, r in local.items()}
+        if len(rows.get("train", [])) == 0:
+            raise DataError(f"{label}: no rows left for training", key=("data", "split"))
+        train_values = labels[target_column].iloc[rows["train"]]
+        target = fit_encoder(target_column, target_type, train_values, _options(data.target))
+        if isinstance(target, CategoryEncoder) and len(target.classes) < 2:
+            raise DataError(
+                f"target column '{target_column}' has one class in the training rows ({target.classes[0]!r}); "
+                "a classifier needs at least two",
+                key=("data", "target"),
+            )
+        task = make_task(loss, target)
+        detail = f"classes: {', '.join(task.classes)}" if task.classes else f"mean {target.mean:.4g}, std {target.std:.4g}"
+        reports.append(ColumnReport(target_column, "target", target_type, how, dropped, detail))
+        return cls(target_column, split_column, target, task, rows, dropped)
+
+    def targets(self, values: pd.Series, loss: LossEntry) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+        """Each split's encoded targets and row indices; rows whose class training never saw are dropped."""
+        out = {}
+        for name, indices in self.rows.items():
+            part = values.iloc[indices]
+            y, known = encode_target(self.target, part, loss)
+            if not known.all():
+                unseen = sorted(set(keys(part[~known]).dropna()))
+                self.unseen += int((~known).sum())
+                warn(
+                    f"{int((~known).sum())} row(s) of the {name} split have target values never seen in training "
+                    f"({', '.join(unseen[:5])}): dropped"
+                )
+                y, indices = y[torch.from_numpy(known)], indices[known]
+            out[name] = (y, indices)
+        return out
+
+    def info(self, described: dict, fingerprint: str, splits: dict, skipped: int) -> dict:
+        """What data.json holds."""
+        return {
+            "source": described,
+            "fingerprint": fingerprint,
+            "rows": {name: len(s.rows) for name, s in splits.items()},
+            "dropped": {"missing_target": self.dropped, "unseen_target": self.unseen, "unreadable": skipped},
+            "indices": {name: s.rows.tolist() for name, s in splits.items()},
+        }
+
+
+def _schema(data: Data, encoders: list, target: Encoder, reports: list, label: str) -> DataSchema:
     for report in reports:
         encoder = next((e for e in encoders if e.column == report.name), None)
         if isinstance(encoder, CategoryEncoder):
@@ -240,38 +297,7 @@ def prepare(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> Prepare
             report.detail = encoder.describe()
     if not encoders:
         raise DataError(f"{label}: no input columns are left: list them in data.inputs", key=("data", "inputs"))
-    schema = DataSchema(encoders, target, data.id, data.cache, data.on_error)
-
-    splits: dict[str, SplitData] = {}
-    unseen_total = 0
-    skipped = 0
-    for name, indices in rows.items():  # train first: its images give the normalization
-        part = table.iloc[indices]
-        y, known = encode_target(target, part[target_column], loss)
-        if not known.all():
-            unseen = sorted(set(keys(part[target_column][~known]).dropna()))
-            unseen_total += int((~known).sum())
-            warn(
-                f"{int((~known).sum())} row(s) of the {name} split have target values never seen in training "
-                f"({', '.join(unseen[:5])}): dropped"
-            )
-            part, y, indices = part[known], y[torch.from_numpy(known)], indices[known]
-        x, readable = schema.encode_inputs(part, label)
-        if not readable.all():
-            skipped += int((~readable).sum())
-            y, indices = y[torch.from_numpy(readable)], indices[readable]
-        if name == "train" and schema.media is not None:
-            schema.media.fit_encoded(x)
-        splits[name] = SplitData(x, y, indices)
-    _count_missing(reports, table, rows)
-    info = {
-        "source": described,
-        "fingerprint": fingerprint(table),
-        "rows": {name: len(s.rows) for name, s in splits.items()},
-        "dropped": {"missing_target": dropped, "unseen_target": unseen_total, "unreadable": skipped},
-        "indices": {name: s.rows.tolist() for name, s in splits.items()},
-    }
-    return Prepared(splits, schema, task, info, reports)
+    return DataSchema(encoders, target, data.id, data.cache, data.on_error)
 
 
 def _label(described: dict) -> str:
