@@ -86,7 +86,12 @@ def build(cfg: LoadedConfig, data: Prepared | None = None) -> Built:
     with located(cfg):
         loss_entry, loss_fn = build_loss(cfg.loss)
         if data is None:
-            data = prepare(cfg.config.data, loss_entry, cfg.config.seed, source_resolver(cfg))
+            if cfg.config.data.in_memory:
+                data = prepare(cfg.config.data, loss_entry, cfg.config.seed, source_resolver(cfg))
+            else:
+                from dltrain.data.stream import prepare_stream
+
+                data = prepare_stream(cfg.config.data, loss_entry, cfg.config.seed, source_resolver(cfg))
         metrics = metric_names(cfg, data.task.target_type)
         torch.manual_seed(cfg.config.seed)
         model, layers = build_model(cfg.layers, data.input_spec, data.task.output_size)
@@ -131,6 +136,6 @@ def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()
     """`dltrain check`: everything `fit` does before its first batch; raises the errors `fit` would raise."""
     cfg = load_config(config, list(overrides))
     built = build(cfg)
-    steps = count_batches(len(built.data.splits["train"].x), cfg.config.data.batch_size)
+    steps = count_batches(len(built.data.splits["train"].y), cfg.config.data.batch_size)
     optimizer_and_scheduler(cfg, built.model, steps, higher_is_better(cfg.config.train.monitor))
     return built

@@ -168,7 +168,12 @@ def _trainer(
         forward = DistributedDataParallel(forward, device_ids=[with_device.index] if with_device.type == "cuda" else None)
     schema = built.data.schema
     splits = {
-        name: Split(s.x.to(with_device), s.y.to(with_device), _layout(schema.batch_transform(train=name == "train"), channels_last))
+        name: Split(
+            s.x.to(with_device) if s.x is not None else None,
+            s.y.to(with_device),
+            _layout(schema.batch_transform(train=name == "train"), channels_last),
+            s.stream,
+        )
         for name, s in built.data.splits.items()
     }
     steps = count_batches(len(splits["train"]), cfg.config.data.batch_size, group.world)
@@ -314,7 +319,12 @@ def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool,
         loss_entry, _ = build_loss(cfg.loss)
     schema = DataSchema.from_dict(state["encoders"])
     info = state["data"]
-    splits = rebuild(info, schema, loss_entry, tuple(info["indices"]))
+    if cfg.config.data.in_memory:
+        splits = rebuild(info, schema, loss_entry, tuple(info["indices"]))
+    else:
+        from dltrain.data.stream import rebuild_stream
+
+        splits = rebuild_stream(info, schema, loss_entry, tuple(info["indices"]))
     data = Prepared(splits, schema, make_task(loss_entry, schema.target), info)
     built = build(cfg, data)
     static = _static(cfg, built)

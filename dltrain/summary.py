@@ -77,7 +77,7 @@ def print_check(built: Built) -> None:
     console.print(model)
     total = sum(p.numel() for p in built.model.parameters())
     trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
-    console.print(f"parameters: {total:,} ({trainable:,} trainable); {len(data.splits['train'].x):,} training rows")
+    console.print(f"parameters: {total:,} ({trainable:,} trainable); {len(data.splits['train'].y):,} training rows")
 
     train = cfg.config.train
     console.print("\n[bold]Training[/bold]")

@@ -203,3 +203,26 @@ def test_resume_with_augmentation_is_exact(tmp_path, cli):
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_streamed_images_decode_per_batch_with_the_same_statistics(tmp_path, cli):
+    import dltrain
+
+    folder = make_shapes(tmp_path / "shapes", 20)
+    base = {
+        "seed": 0,
+        "data": {"source": str(folder), "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "batch_size": 16},
+        "model": {"layers": [{"Conv2d": [4, 3]}, "ReLU", "Flatten", {"Linear": "auto"}]},
+        "loss": "CrossEntropyLoss",
+        "train": {"epochs": 2},
+    }
+    memory = dltrain.check(base).data.schema.media
+    streamed_config = {**base, "data": {**base["data"], "in_memory": False}}
+    streamed = dltrain.check(streamed_config).data.schema.media
+    assert memory.mean == pytest.approx(streamed.mean, rel=1e-9) and memory.std == pytest.approx(streamed.std, rel=1e-9)
+    bad = folder / "cross" / "00004.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    streamed_config["data"]["on_error"] = "skip"
+    result = dltrain.fit(streamed_config, out=tmp_path / "run", progress=False)
+    assert len(result.history) == 2 and result.history[-1]["train_loss"] > 0
+    assert not (tmp_path / "cache" / "images").exists()  # nothing decoded is kept: each batch is decoded again

@@ -413,8 +413,6 @@ def _check_values(loaded: LoadedConfig) -> list[Problem]:
             index = (data.inputs or []).index(column) if column in (data.inputs or []) else None
             path = ("data", "inputs", index) if index is not None else ("data", "target")
             problems.append(loaded.problem(path, message))
-    if not data.in_memory:
-        problems.append(loaded.problem(("data", "in_memory"), "streaming from disk (in_memory: false) is not available in this version: leave it out, the table is held in memory"))
     train = config.train
     no_val = isinstance(split, Ratios) and split.val == 0 or isinstance(split, Files) and split.val is None
     for key, name in [("monitor", train.monitor)] + [("metrics", m) for m in train.metrics or []]:

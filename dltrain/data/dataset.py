@@ -120,9 +120,10 @@ def make_task(loss: LossEntry, target: Encoder) -> Task:
 
 @dataclass
 class SplitData:
-    x: torch.Tensor
+    x: torch.Tensor | None  # None when the split is streamed from disk
     y: torch.Tensor
     rows: np.ndarray  # row indices in the source table
+    stream: object = None  # a TableStream or FileStream (data.in_memory: false)
 
 
 @dataclass

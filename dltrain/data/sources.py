@@ -312,12 +312,25 @@ def _absolute_file_paths(table: pd.DataFrame, folder: Path) -> None:
             table[name] = series.map(lambda p: os.path.normpath(os.path.join(folder, p)) if isinstance(p, str) else p)
 
 
+class Fingerprint:
+    """A hash of a table's content, fed whole or chunk by chunk (the same hash either way)."""
+
+    def __init__(self, columns: list[str]):
+        self.digest = hashlib.sha256(",".join(columns).encode())
+
+    def add(self, rows: pd.DataFrame) -> None:
+        try:
+            hashed = pd.util.hash_pandas_object(rows, index=False)
+        except TypeError:  # cells that hold lists (a JSON sequence per row): hash their text
+            hashed = pd.util.hash_pandas_object(rows.astype(str), index=False)
+        self.digest.update(hashed.to_numpy().tobytes())
+
+    def result(self) -> str:
+        return self.digest.hexdigest()[:16]
+
+
 def fingerprint(table: pd.DataFrame) -> str:
     """A hash of the table's content, so that evaluate can tell when the data changed."""
-    digest = hashlib.sha256(",".join(table.columns).encode())
-    try:
-        hashed = pd.util.hash_pandas_object(table, index=False)
-    except TypeError:  # cells that hold lists (a JSON sequence per row): hash their text
-        hashed = pd.util.hash_pandas_object(table.astype(str), index=False)
-    digest.update(hashed.to_numpy().tobytes())
-    return digest.hexdigest()[:16]
+    hashing = Fingerprint(list(table.columns))
+    hashing.add(table)
+    return hashing.result()

@@ -87,12 +87,13 @@ def catch_signals():
 
 @dataclass
 class Split:
-    x: torch.Tensor
+    x: torch.Tensor | None  # None when streamed
     y: torch.Tensor
     transform: Callable | None = None  # stored inputs -> model inputs, per batch (images: normalize, augment)
+    stream: object = None  # batches read from disk each epoch (data.in_memory: false)
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self.y.shape[0]
 
 
 @dataclass
@@ -112,6 +113,8 @@ class _State:
     order: torch.Tensor | None = None  # the current epoch's row order
     step_losses: torch.Tensor | None = None
     outputs: list[torch.Tensor] = field(default_factory=list)
+    targets: list[torch.Tensor] = field(default_factory=list)  # streamed epochs: the targets of `outputs`
+    sizes: list[int] = field(default_factory=list)  # streamed epochs: rows of each batch
     seconds: float = 0.0  # time already spent in the current epoch
     best_value: float = math.nan
     best_epoch: int | None = None
@@ -174,6 +177,8 @@ class Trainer:
         return Result(self.state.history, self.state.best_epoch, self.state.best_value)
 
     def _epoch(self) -> dict:
+        if self.train_split.stream is not None:
+            return self._streamed_epoch()
         s, st, g = self.settings, self.state, self.group
         epoch = st.epoch + 1
         n = len(self.train_split)
@@ -230,6 +235,93 @@ class Trainer:
         st.epoch, st.batch, st.order, st.outputs, st.step_losses = epoch, 0, None, [], None
         return row
 
+    def _streamed_epoch(self) -> dict:
+        """The same epoch with batches read from disk: their order is drawn from a seed kept in the state."""
+        s, st, g = self.settings, self.state, self.group
+        split = self.train_split
+        epoch = st.epoch + 1
+        n = len(split)
+        batches = count_batches(n, s.batch_size, g.world)
+        if st.step_losses is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator)) if s.shuffle else -1
+            st.order, st.step_losses = torch.tensor([seed]), torch.zeros(batches, device=self.device)
+            st.outputs, st.targets, st.sizes, st.seconds = [], [], [], 0.0
+        seed = int(st.order[0])
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
+        self.model.train()
+        self._stop_if_signalled(st.batch, start, agree=True)
+        stream = split.stream.batches(
+            s.batch_size, batches, None if seed < 0 else seed, st.batch, g.share if g.enabled else None, **self._pin()
+        )
+        for i, (xb, at) in enumerate(stream, start=st.batch):
+            if xb is not None:
+                yb = split.y[at.to(self.device)]
+                xb = xb.to(self.device, non_blocking=True)
+                if split.transform is not None:
+                    xb = split.transform(xb, self.augment_generator)
+                with self.autocast():
+                    output = self.forward(xb)
+                    loss = self.loss_fn(output, yb)
+                self._backward(loss, i, batches)
+                st.step_losses[i] = loss.detach()
+                st.outputs.append(output.detach())
+                st.targets.append(yb)
+            st.sizes.append(0 if xb is None else yb.shape[0])
+            self.progress.advance(1)
+            if g.enabled:
+                if i % _AGREE_EVERY == 0 or i == batches - 1:
+                    self._stop_if_signalled(i + 1, start, agree=True)
+            elif self.stop.signum is not None:
+                self._stop_if_signalled(i + 1, start)
+        sizes = torch.tensor(st.sizes, dtype=torch.float32, device=self.device)
+        rows = float(g.sum(sizes.sum()))
+        train_loss = float(g.sum((st.step_losses[: len(st.sizes)] * sizes).sum())) / max(rows, 1.0)
+        if not math.isfinite(train_loss):
+            self._explain_non_finite(epoch, batches)
+        row: dict = {"epoch": epoch, "train_loss": train_loss}
+        row.update(self._metrics("train", g.gather_rows(torch.cat(st.outputs)), g.gather_rows(torch.cat(st.targets))))
+        if self.val_split is not None:
+            val_loss, val_outputs, val_targets = self._predict_stream(self.val_split)
+            row["val_loss"] = val_loss
+            row.update(self._metrics("val", val_outputs, val_targets))
+        row["lr"] = lr
+        row["seconds"] = st.seconds + time.perf_counter() - start
+        st.epoch, st.batch, st.order, st.step_losses = epoch, 0, None, None
+        st.outputs, st.targets, st.sizes = [], [], []
+        return row
+
+    def _pin(self) -> dict:
+        """File streams: pinned memory for copies to a GPU."""
+        from dltrain.data.stream import FileStream
+
+        return {"pin": self.device.type == "cuda"} if isinstance(self.train_split.stream, FileStream) else {}
+
+    def _predict_stream(self, split: Split) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """Loss, outputs and targets of a streamed split, each rank taking its share of each batch."""
+        g = self.group
+        self.model.eval()
+        outputs, targets, total, rows = [], [], torch.zeros((), dtype=torch.float64, device=self.device), 0
+        with torch.inference_mode():
+            for xb, at in split.stream.batches(self.settings.batch_size, None, None, 0, g.share if g.enabled else None):
+                if xb is None or at.numel() == 0:
+                    continue
+                yb = split.y[at.to(self.device)]
+                xb = xb.to(self.device)
+                if split.transform is not None:
+                    xb = split.transform(xb)
+                with self.autocast():
+                    output = self.model(xb)
+                    total += self.loss_fn(output, yb).double() * yb.shape[0]
+                outputs.append(output.float())
+                targets.append(yb)
+                rows += yb.shape[0]
+        rows_all = float(g.sum(torch.tensor(float(rows), device=self.device)))
+        loss = float(g.sum(total)) / max(rows_all, 1.0)
+        empty = torch.zeros((0,), device=self.device)
+        return loss, g.gather_rows(torch.cat(outputs) if outputs else empty), g.gather_rows(torch.cat(targets) if targets else empty)
+
     def _explain_non_finite(self, epoch: int, batches: int) -> None:
         st = self.state
         finite = torch.isfinite(st.step_losses)
@@ -280,6 +372,9 @@ class Trainer:
         Under DDP each rank evaluates its own contiguous share and the outputs are gathered in
         order, without padding duplicates: the result is that of one process.
         """
+        if self.val_split is not None and self.val_split.stream is not None:
+            loss, outputs, _ = self._predict_stream(self.val_split)
+            return loss, outputs
         self.model.eval()
         g = self.group
         lo, hi = g.share(0, x.shape[0])
@@ -331,6 +426,8 @@ class Trainer:
                 "order": st.order,
                 "step_losses": st.step_losses.cpu(),
                 "outputs": torch.cat(st.outputs).cpu() if st.outputs else None,
+                "targets": torch.cat(st.targets).cpu() if st.targets else None,
+                "sizes": list(st.sizes),
                 "seconds": st.seconds,
             }
         rng = {
@@ -392,6 +489,8 @@ class Trainer:
             st.order = partial["order"]
             st.step_losses = partial["step_losses"].to(self.device)
             st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
+            st.targets = [partial["targets"].to(self.device)] if partial.get("targets") is not None else []
+            st.sizes = list(partial.get("sizes") or [])
             st.seconds = partial["seconds"]
         rng = own["rng"]
         torch.set_rng_state(rng["torch"])

@@ -1,0 +1,102 @@
+"""data.in_memory: false: the same encoders as in memory, batches read from disk, exact resume."""
+
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dltrain
+from dltrain.data.sources import ResolvedSource
+from dltrain.data.stream import Sources, TableStream
+from dltrain.train.trainer import Interrupted
+
+
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 5))
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(5)])
+    frame["colour"] = rng.choice(["red", "green", "blue"], 3000)
+    frame.loc[::17, "x1"] = np.nan
+    frame["y"] = np.where(x[:, 0] + (frame["colour"] == "red") > 0.3, "yes", "no")
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path
+
+
+def config(path, **data):
+    return {
+        "seed": 1,
+        "data": {"source": str(path), "target": "y", "batch_size": 64, **data},
+        "model": {"layers": [{"Linear": 16}, "ReLU", {"Linear": "auto"}]},
+        "loss": "CrossEntropyLoss",
+        "optimizer": {"type": "Adam", "lr": 0.01},
+        "train": {"epochs": 4},
+    }
+
+
+@pytest.mark.parametrize("file", ["t.parquet", "t.csv"])
+def test_streaming_fits_the_same_encoders_and_learns_as_well(table, file, monkeypatch):
+    monkeypatch.setattr("dltrain.data.stream.CHUNK_ROWS", 700)  # several chunks
+    memory = dltrain.check(config(table / file))
+    streamed = dltrain.check(config(table / file, in_memory=False))
+    a, b = memory.data.schema.to_dict(), streamed.data.schema.to_dict()
+    for left, right in zip(a["inputs"], b["inputs"]):
+        assert left.keys() == right.keys()
+        for key in left:
+            if isinstance(left[key], float):
+                assert left[key] == pytest.approx(right[key], rel=1e-9), key
+            else:
+                assert left[key] == right[key], key
+    assert memory.data.info["indices"] == streamed.data.info["indices"]
+    assert memory.data.info["fingerprint"] == streamed.data.info["fingerprint"]
+    in_memory = dltrain.fit(config(table / file), out=table / "m", progress=False)
+    from_disk = dltrain.fit(config(table / file, in_memory=False), out=table / "s", progress=False)
+    assert abs(in_memory.history[-1]["val_accuracy"] - from_disk.history[-1]["val_accuracy"]) < 0.05
+    assert from_disk.history[-1]["val_accuracy"] > 0.9
+
+
+def test_table_stream_batches_cover_each_row_once_and_follow_their_seed(table):
+    built = dltrain.check(config(table / "t.parquet"))
+    rows = np.sort(built.data.splits["train"].rows)
+    stream = TableStream(Sources([ResolvedSource("parquet", path=str(table / "t.parquet"))]), rows, built.data.schema, "t")
+    import dltrain.data.stream as module
+
+    module_rows, module.CHUNK_ROWS = module.CHUNK_ROWS, 500
+    try:
+        first = list(stream.batches(100, None, seed=5))
+        again = list(stream.batches(100, None, seed=5))
+        other = list(stream.batches(100, None, seed=6))
+        later = list(stream.batches(100, None, seed=5, start=7))
+    finally:
+        module.CHUNK_ROWS = module_rows
+    positions = torch.cat([at for _, at in first])
+    assert sorted(positions.tolist()) == list(range(len(rows)))
+    assert [len(at) for _, at in first[:-1]] == [100] * (len(first) - 1)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, other))
+    assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(first[7:], later))
+
+
+def test_a_streamed_run_resumes_exactly_from_the_middle_of_an_epoch(table, monkeypatch):
+    from dltrain.train import progress
+
+    seen = {"batches": 0}
+
+    def advance(self, batches):
+        seen["batches"] += batches
+        if seen["batches"] == 40 + 10:  # 2,400 training rows: 38 batches of 64 in the first epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(progress.Silent, "advance", advance)
+    with pytest.raises(Interrupted):
+        dltrain.fit(config(table / "t.csv", in_memory=False), out=table / "stopped", progress=False)
+    monkeypatch.undo()
+    resumed = dltrain.fit(resume=table / "stopped", progress=False)
+    whole = dltrain.fit(config(table / "t.csv", in_memory=False), out=table / "whole", progress=False)
+    for a, b in zip(resumed.history, whole.history):
+        assert {k: v for k, v in a.items() if k != "seconds"} == pytest.approx({k: v for k, v in b.items() if k != "seconds"})
+    assert len(resumed.history) == 4
