@@ -39,4 +39,11 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    write_text(path, json.dumps(data, indent=2, allow_nan=True, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and arrays (row indices) as JSON lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -110,8 +110,8 @@ def evaluate(
         name = Path(data).stem
     else:
         info = loaded.state["data"]
-        if split not in info["indices"] or not info["indices"][split]:
-            present = ", ".join(s for s, rows in info["indices"].items() if rows)
+        if split not in info["indices"] or len(info["indices"][split]) == 0:
+            present = ", ".join(s for s, rows in info["indices"].items() if len(rows))
             raise UsageError(f"this run has no {split} split (it has: {present}); use --split or --data FILE")
         part = rebuild(info, loaded.schema, loaded.loss_entry, (split,))[split]
         x, y, name = part.x, part.y, split

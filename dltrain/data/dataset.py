@@ -285,7 +285,8 @@ class LabelsAndSplit:
             "fingerprint": fingerprint,
             "rows": {name: len(s.rows) for name, s in splits.items()},
             "dropped": {"missing_target": self.dropped, "unseen_target": self.unseen, "unreadable": skipped},
-            "indices": {name: s.rows.tolist() for name, s in splits.items()},
+            # tensors: 8 bytes a row in memory and in checkpoints; data.json writes them as lists
+            "indices": {name: torch.from_numpy(np.asarray(s.rows, dtype=np.int64)) for name, s in splits.items()},
         }
 
 

@@ -236,7 +236,8 @@ def _chunks_csv(source: ResolvedSource, rows: int, columns: list[str] | None) ->
 def _chunks_parquet(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=rows, columns=columns):
+    # pre_buffer would read every row group at once: the whole file in memory
+    for batch in pq.ParquetFile(source.path, pre_buffer=False).iter_batches(batch_size=rows, columns=columns):
         yield batch.to_pandas()
 
 

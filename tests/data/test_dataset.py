@@ -289,7 +289,7 @@ def test_rebuild_encodes_the_splits_exactly_as_prepare(tmp_path):
     built = check(config(saved(tmp_path, table()), target="species"))
     prepared = built.data
     schema = DataSchema.from_dict(json.loads(json.dumps(prepared.schema.to_dict())))
-    info = json.loads(json.dumps(prepared.info))
+    info = json.loads(json.dumps(prepared.info, default=lambda v: v.tolist()))  # as data.json holds it
     again = rebuild(info, schema, built.loss_entry, ("train", "val", "test"))
     for name, split in prepared.splits.items():
         assert torch.equal(again[name].x, split.x)
