@@ -31,6 +31,13 @@ def ratio(a: list[float], b: list[float]) -> str:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM; ru_maxrss would include a parent's from before exec)."""
+    try:
+        for line in open("/proc/self/status").read().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,18 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename: never half a file."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename: never half a file.
+
+    `data` is the bytes, or pieces of them (written one by one: a large file is never whole in memory).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files are as shareable as any other
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for piece in [data] if isinstance(data, bytes) else data:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -39,11 +44,23 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, allow_nan=True, default=_plain) + "\n")
+    """JSON, indented; tensors and arrays (row indices) as lists on one line, written in pieces."""
+    write_atomic(path, (piece.encode() for piece in _json_pieces(data, 0)))
 
 
-def _plain(value: Any) -> Any:
-    """Tensors and arrays (row indices) as JSON lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def _json_pieces(value: Any, depth: int) -> Iterator[str]:
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # a tensor or an array of numbers
+        flat = value.reshape(-1)
+        yield "["
+        for start in range(0, len(flat), 100_000):
+            yield ("," if start else "") + ",".join(map(str, flat[start : start + 100_000].tolist()))
+        yield "]"
+    elif isinstance(value, dict) and value:
+        pad = "  " * (depth + 1)
+        yield "{\n"
+        for n, (key, item) in enumerate(value.items()):
+            yield ("," if n else "") + ("\n" if n else "") + pad + json.dumps(str(key)) + ": "
+            yield from _json_pieces(item, depth + 1)
+        yield "\n" + "  " * depth + "}" + ("\n" if depth == 0 else "")
+    else:
+        yield json.dumps(value, allow_nan=True)

@@ -39,6 +39,10 @@ def keys(series: pd.Series) -> pd.Series:
     Numbers are written one way whatever the file held (3, 3.0 and "3.0" are "3"), and true/false
     one way whatever their case, so encoders fitted on one file match values read from another.
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):  # the keys of each category, taken by code
+        categories = keys(pd.Series(series.cat.categories))
+        text = np.append(categories.to_numpy(dtype=object, na_value=None), None)[series.cat.codes.to_numpy()]
+        return pd.Series(text, index=series.index, dtype="string")
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype("string")
     if pd.api.types.is_numeric_dtype(series):

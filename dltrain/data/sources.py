@@ -237,7 +237,7 @@ def _chunks_parquet(source: ResolvedSource, rows: int, columns: list[str] | None
     import pyarrow.parquet as pq
 
     # pre_buffer would read every row group at once: the whole file in memory
-    for batch in pq.ParquetFile(source.path, pre_buffer=False).iter_batches(batch_size=rows, columns=columns):
+    for batch in pq.ParquetFile(source.path, pre_buffer=False).iter_batches(batch_size=rows, columns=columns, use_threads=False):
         yield batch.to_pandas()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -17,7 +18,7 @@ from dltrain.console import warn
 from dltrain.train.task import BINARY_TYPE, CATEGORY, NUMERIC, Task
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outcome:
     """A split's predictions, as the metrics read them."""
 
@@ -32,11 +33,15 @@ class Outcome:
     def labels(self) -> torch.Tensor:
         return self.task.labels(self.target)
 
-    def confusion(self) -> torch.Tensor:
-        """Rows true, columns predicted."""
+    @cached_property
+    def confusion_matrix(self) -> torch.Tensor:
+        """Rows true, columns predicted; computed once for all the metrics that read it."""
         k = len(self.task.classes)
         predicted = self.probabilities().argmax(1)
         return torch.bincount(self.labels() * k + predicted, minlength=k * k).reshape(k, k)
+
+    def confusion(self) -> torch.Tensor:
+        return self.confusion_matrix
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class Metric:
 
 
 def _accuracy(o: Outcome) -> float:
-    return float((o.probabilities().argmax(1) == o.labels()).double().mean())
+    matrix = o.confusion()
+    return float(matrix.diagonal().sum() / matrix.sum().clamp_min(1))
 
 
 def _class_counts(o: Outcome, metric: str) -> tuple[torch.Tensor, ...] | None:

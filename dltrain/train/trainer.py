@@ -225,7 +225,10 @@ class Trainer:
         row: dict = {"epoch": epoch, "train_loss": train_loss}
         rows = torch.cat([torch.arange(lo, hi, device=self.device) for lo, hi in bounds])
         target = y[rows] if order is None else y[order[rows]]
-        row.update(self._metrics("train", g.gather_rows(torch.cat(st.outputs)), g.gather_rows(target)))
+        outputs = torch.cat(st.outputs)
+        st.outputs = []  # one copy at a time
+        row.update(self._metrics("train", g.gather_rows(outputs), g.gather_rows(target)))
+        del outputs, target, rows
         if self.val_split is not None:
             val_loss, val_outputs = self.predict(self.val_split.x, self.val_split.y)
             row["val_loss"] = val_loss
@@ -281,7 +284,10 @@ class Trainer:
         if not math.isfinite(train_loss):
             self._explain_non_finite(epoch, batches)
         row: dict = {"epoch": epoch, "train_loss": train_loss}
-        row.update(self._metrics("train", g.gather_rows(torch.cat(st.outputs)), g.gather_rows(torch.cat(st.targets))))
+        outputs, targets = torch.cat(st.outputs), torch.cat(st.targets)
+        st.outputs, st.targets = [], []  # one copy at a time: the epoch's outputs are the largest thing kept
+        row.update(self._metrics("train", g.gather_rows(outputs), g.gather_rows(targets)))
+        del outputs, targets
         if self.val_split is not None:
             val_loss, val_outputs, val_targets = self._predict_stream(self.val_split)
             row["val_loss"] = val_loss
