@@ -27,6 +27,8 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/tabular.py
 	$(PY) benchmarks/images.py
+	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/ddp.py
 
 # generated example data (kept out of git)
 data: $(VENV)/.installed
