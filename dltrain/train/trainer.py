@@ -181,15 +181,14 @@ class Trainer:
             return self._streamed_epoch()
         s, st, g = self.settings, self.state, self.group
         epoch = st.epoch + 1
-        n = len(self.train_split)
-        batches = count_batches(n, s.batch_size, g.world)
+        n, size = len(self.train_split), s.batch_size
+        batches = count_batches(n, size, g.world)
         if st.step_losses is None:  # a new epoch, not one resumed part-way
             st.order = torch.randperm(n, generator=self.generator) if s.shuffle else None
-            st.step_losses = torch.zeros(batches, device=self.device)
-            st.outputs, st.seconds = [], 0.0
+            st.step_losses, st.outputs, st.seconds = [], [], 0.0
         order = None if st.order is None else st.order.to(self.device)
-        # this rank's rows of each global batch (all of them in one process)
-        bounds = [g.share(i * s.batch_size, n if i == batches - 1 else (i + 1) * s.batch_size) for i in range(batches)]
+        # under DDP, this rank's rows of each global batch
+        bounds = [g.share(i * size, n if i == batches - 1 else (i + 1) * size) for i in range(batches)] if g.enabled else None
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
@@ -198,7 +197,10 @@ class Trainer:
         transform = self.train_split.transform
         self._stop_if_signalled(st.batch, start, agree=True)
         for i in range(st.batch, batches):
-            lo, hi = bounds[i]
+            if bounds is None:
+                lo, hi = i * size, n if i == batches - 1 else (i + 1) * size
+            else:
+                lo, hi = bounds[i]
             if order is None:
                 xb, yb = x[lo:hi], y[lo:hi]
             else:
@@ -210,7 +212,8 @@ class Trainer:
                 output = self.forward(xb)
                 loss = self.loss_fn(output, yb)
             self._backward(loss, i, batches)
-            st.step_losses[i] = loss.detach()
+            # kept on the device, read once at the end of the epoch: no host sync per step
+            st.step_losses.append(loss.detach())
             st.outputs.append(output.detach())
             self.progress.advance(1)
             if g.enabled:
@@ -218,17 +221,23 @@ class Trainer:
                     self._stop_if_signalled(i + 1, start, agree=True)
             elif self.stop.signum is not None:
                 self._stop_if_signalled(i + 1, start)
-        sizes = torch.tensor([hi - lo for lo, hi in bounds], dtype=torch.float32, device=self.device)
-        train_loss = float(g.sum((st.step_losses * sizes).sum())) / n
+        if bounds is None:
+            sizes = torch.full((batches,), float(size), device=self.device)
+            sizes[-1] = n - (batches - 1) * size
+            target = y if order is None else y[order]
+        else:
+            sizes = torch.tensor([hi - lo for lo, hi in bounds], dtype=torch.float32, device=self.device)
+            rows = torch.cat([torch.arange(lo, hi, device=self.device) for lo, hi in bounds])
+            target = y[rows] if order is None else y[order[rows]]
+        losses = torch.stack(st.step_losses).float()
+        train_loss = float(g.sum((losses * sizes).sum())) / n
         if not math.isfinite(train_loss):
-            self._explain_non_finite(epoch, batches)
+            self._explain_non_finite(losses, epoch, batches)
         row: dict = {"epoch": epoch, "train_loss": train_loss}
-        rows = torch.cat([torch.arange(lo, hi, device=self.device) for lo, hi in bounds])
-        target = y[rows] if order is None else y[order[rows]]
         outputs = torch.cat(st.outputs)
         st.outputs = []  # one copy at a time
         row.update(self._metrics("train", g.gather_rows(outputs), g.gather_rows(target)))
-        del outputs, target, rows
+        del outputs, target
         if self.val_split is not None:
             val_loss, val_outputs = self.predict(self.val_split.x, self.val_split.y)
             row["val_loss"] = val_loss
@@ -247,7 +256,7 @@ class Trainer:
         batches = count_batches(n, s.batch_size, g.world)
         if st.step_losses is None:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator)) if s.shuffle else -1
-            st.order, st.step_losses = torch.tensor([seed]), torch.zeros(batches, device=self.device)
+            st.order, st.step_losses = torch.tensor([seed]), []
             st.outputs, st.targets, st.sizes, st.seconds = [], [], [], 0.0
         seed = int(st.order[0])
         lr = self.optimizer.param_groups[0]["lr"]
@@ -268,9 +277,11 @@ class Trainer:
                     output = self.forward(xb)
                     loss = self.loss_fn(output, yb)
                 self._backward(loss, i, batches)
-                st.step_losses[i] = loss.detach()
+                st.step_losses.append(loss.detach())
                 st.outputs.append(output.detach())
                 st.targets.append(yb)
+            else:
+                st.step_losses.append(torch.zeros((), device=self.device))
             st.sizes.append(0 if xb is None else yb.shape[0])
             self.progress.advance(1)
             if g.enabled:
@@ -280,9 +291,10 @@ class Trainer:
                 self._stop_if_signalled(i + 1, start)
         sizes = torch.tensor(st.sizes, dtype=torch.float32, device=self.device)
         rows = float(g.sum(sizes.sum()))
-        train_loss = float(g.sum((st.step_losses[: len(st.sizes)] * sizes).sum())) / max(rows, 1.0)
+        losses = torch.stack(st.step_losses).float()
+        train_loss = float(g.sum((losses * sizes).sum())) / max(rows, 1.0)
         if not math.isfinite(train_loss):
-            self._explain_non_finite(epoch, batches)
+            self._explain_non_finite(losses, epoch, batches)
         row: dict = {"epoch": epoch, "train_loss": train_loss}
         outputs, targets = torch.cat(st.outputs), torch.cat(st.targets)
         st.outputs, st.targets = [], []  # one copy at a time: the epoch's outputs are the largest thing kept
@@ -328,12 +340,11 @@ class Trainer:
         empty = torch.zeros((0,), device=self.device)
         return loss, g.gather_rows(torch.cat(outputs) if outputs else empty), g.gather_rows(torch.cat(targets) if targets else empty)
 
-    def _explain_non_finite(self, epoch: int, batches: int) -> None:
-        st = self.state
-        finite = torch.isfinite(st.step_losses)
+    def _explain_non_finite(self, losses: torch.Tensor, epoch: int, batches: int) -> None:
+        finite = torch.isfinite(losses)
         bad = int(torch.nonzero(~finite)[0]) if not bool(finite.all()) else 0
         raise TrainingError(
-            f"the loss became {float(st.step_losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
+            f"the loss became {float(losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
             "Try a lower learning rate (optimizer.lr), gradient clipping (train.grad_clip: 1.0), or check the "
             "data for extreme values; best.pt keeps the last good weights"
         )
@@ -430,7 +441,7 @@ class Trainer:
         if st.step_losses is not None:  # stopped inside an epoch: keep its order and what it measured
             partial = {
                 "order": st.order,
-                "step_losses": st.step_losses.cpu(),
+                "step_losses": torch.stack(st.step_losses).cpu() if st.step_losses else torch.zeros(0),
                 "outputs": torch.cat(st.outputs).cpu() if st.outputs else None,
                 "targets": torch.cat(st.targets).cpu() if st.targets else None,
                 "sizes": list(st.sizes),
@@ -493,7 +504,7 @@ class Trainer:
             st.batch = 0  # the epoch's shares differ: start it again
         if partial:
             st.order = partial["order"]
-            st.step_losses = partial["step_losses"].to(self.device)
+            st.step_losses = list(partial["step_losses"].to(self.device).unbind())
             st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
             st.targets = [partial["targets"].to(self.device)] if partial.get("targets") is not None else []
             st.sizes = list(partial.get("sizes") or [])
