@@ -24,11 +24,11 @@ test: $(VENV)/.installed lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dltrain tests benchmarks scripts
 
+# the suite against the peers (Lightning and Keras from the bench extra); writes benchmarks/RESULTS.md
+# and the table in README.md. The single-workload scripts run on their own: python benchmarks/NAME.py
 bench: $(VENV)/.installed
-	$(PY) benchmarks/tabular.py
-	$(PY) benchmarks/images.py
-	$(PY) benchmarks/streaming.py
-	$(PY) benchmarks/ddp.py
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(PY) -m benchmarks
 
 # generated example data (kept out of git)
 data: $(VENV)/.installed

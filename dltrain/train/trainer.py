@@ -7,6 +7,7 @@ host sync per step: losses and outputs stay on the device and are read once per 
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import signal
@@ -161,7 +162,7 @@ class Trainer:
 
     def fit(self) -> Result:
         s = self.settings
-        with catch_signals() if self.stop is None else nullcontext(self.stop) as stop:
+        with _quiet_collector(), catch_signals() if self.stop is None else nullcontext(self.stop) as stop:
             self.stop = stop
             try:
                 while self.state.epoch < s.epochs:
@@ -196,6 +197,11 @@ class Trainer:
         x, y = self.train_split.x, self.train_split.y
         transform = self.train_split.transform
         self._stop_if_signalled(st.batch, start, agree=True)
+        # the hot path: names bound once, the plain step taken without the checks it does not need
+        plain = self._plain_steps()
+        forward, loss_fn, optimizer, stop = self.forward, self.loss_fn, self.optimizer, self.stop
+        keep_loss, keep_output = st.step_losses.append, st.outputs.append
+        advance = None if isinstance(self.progress, Silent) else self.progress.advance
         for i in range(st.batch, batches):
             if bounds is None:
                 lo, hi = i * size, n if i == batches - 1 else (i + 1) * size
@@ -208,18 +214,26 @@ class Trainer:
                 xb, yb = x[index], y[index]
             if transform is not None:
                 xb = transform(xb, self.augment_generator)
-            with self.autocast():
-                output = self.forward(xb)
-                loss = self.loss_fn(output, yb)
-            self._backward(loss, i, batches)
+            if plain:
+                output = forward(xb)
+                loss = loss_fn(output, yb)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                with self.autocast():
+                    output = forward(xb)
+                    loss = loss_fn(output, yb)
+                self._backward(loss, i, batches)
             # kept on the device, read once at the end of the epoch: no host sync per step
-            st.step_losses.append(loss.detach())
-            st.outputs.append(output.detach())
-            self.progress.advance(1)
-            if g.enabled:
+            keep_loss(loss.detach())
+            keep_output(output.detach())
+            if advance is not None:
+                advance(1)
+            if bounds is not None:
                 if i % _AGREE_EVERY == 0 or i == batches - 1:  # a signal stops every rank at one batch
                     self._stop_if_signalled(i + 1, start, agree=True)
-            elif self.stop.signum is not None:
+            elif stop.signum is not None:
                 self._stop_if_signalled(i + 1, start)
         if bounds is None:
             sizes = torch.full((batches,), float(size), device=self.device)
@@ -322,7 +336,7 @@ class Trainer:
         self.model.eval()
         outputs, targets, total, rows = [], [], torch.zeros((), dtype=torch.float64, device=self.device), 0
         with torch.inference_mode():
-            for xb, at in split.stream.batches(self.settings.batch_size, None, None, 0, g.share if g.enabled else None):
+            for xb, at in split.stream.batches(self._eval_batch, None, None, 0, g.share if g.enabled else None):
                 if xb is None or at.numel() == 0:
                     continue
                 yb = split.y[at.to(self.device)]
@@ -364,6 +378,23 @@ class Trainer:
         self._save(best=False)
         raise Interrupted(self.stop.signum or signal.SIGTERM)
 
+    @property
+    def _eval_batch(self) -> int:
+        """Validation keeps no activations for backward: four training batches fit where one did."""
+        return 4 * self.settings.batch_size
+
+    def _plain_steps(self) -> bool:
+        """True when a step is just backward, step, zero_grad: no accumulation, clipping, scaling,
+        mixed precision or per-step scheduler to look after."""
+        s = self.settings
+        return (
+            s.accumulate == 1
+            and s.grad_clip is None
+            and self.scaler is None
+            and self.autocast is nullcontext
+            and not (self.scheduler is not None and s.scheduler_interval == "step")
+        )
+
     def _backward(self, loss: torch.Tensor, i: int, batches: int) -> None:
         s = self.settings
         scaled = loss / s.accumulate if s.accumulate > 1 else loss
@@ -397,7 +428,7 @@ class Trainer:
         lo, hi = g.share(0, x.shape[0])
         transform = self.val_split.transform if self.val_split is not None else None
         # the plain model: DDP's forward would sync buffers for every validation batch
-        loss, outputs = evaluate_batches(self.model, self.loss_fn, x[lo:hi], y[lo:hi], self.settings.batch_size, self.autocast, transform)
+        loss, outputs = evaluate_batches(self.model, self.loss_fn, x[lo:hi], y[lo:hi], self._eval_batch, self.autocast, transform)
         total = g.sum(torch.tensor(loss * (hi - lo) if hi > lo else 0.0, device=self.device, dtype=torch.float64))
         return float(total) / max(1, x.shape[0]), g.gather_rows(outputs)
 
@@ -538,6 +569,18 @@ def evaluate_batches(
     n = x.shape[0]
     out = torch.cat(outputs) if outputs else torch.empty(0)
     return (float(total) / n if y is not None and n else math.nan), out
+
+
+@contextmanager
+def _quiet_collector():
+    """Training allocates a few objects per step; the cyclic garbage collector would keep walking
+    every object the process made before (the config, the table, the encoders). Freeze those."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 _AGREE_EVERY = 16  # under DDP, batches between two checks that no rank was signalled

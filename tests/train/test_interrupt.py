@@ -67,17 +67,18 @@ def test_interrupt_at_a_known_batch_resumes_exactly(project, tmp_path, monkeypat
     """A real SIGINT delivered to this process after batch 1000 of epoch 2 (27,000 rows: 3,375 batches an epoch)."""
     import os
 
-    from dltrain.train import progress
     from dltrain.train.trainer import Interrupted
 
-    seen = {"batches": 0}
+    seen = {"steps": 0}
+    step = torch.optim.SGD.step
 
-    def advance(self, batches):
-        seen["batches"] += batches
-        if seen["batches"] == 3375 + 1000:
+    def counted(self, *args, **kwargs):
+        seen["steps"] += 1
+        if seen["steps"] == 3375 + 1000:
             os.kill(os.getpid(), signal.SIGINT)
+        return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(progress.Silent, "advance", advance)
+    monkeypatch.setattr(torch.optim.SGD, "step", counted)
     with pytest.raises(Interrupted):
         dltrain.fit(project, out=tmp_path / "stopped", progress=False)
     state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
