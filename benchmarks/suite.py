@@ -199,9 +199,9 @@ def startup(folder: Path) -> list[str]:
 
 
 def header() -> list[str]:
-    import torch
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     versions = [f"torch {torch.__version__}"]
     for package in ("pytorch-lightning", "keras"):

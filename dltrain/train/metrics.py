@@ -37,7 +37,7 @@ class Outcome:
     def confusion_matrix(self) -> torch.Tensor:
         """Rows true, columns predicted; computed once for all the metrics that read it."""
         k = len(self.task.classes)
-        predicted = self.probabilities().argmax(1)
+        predicted = self.task.predicted(self.output)
         return torch.bincount(self.labels() * k + predicted, minlength=k * k).reshape(k, k)
 
     def confusion(self) -> torch.Tensor:

@@ -34,6 +34,13 @@ class Task:
             probs = torch.cat([1 - probs, probs], dim=1)
         return probs
 
+    def predicted(self, output: torch.Tensor) -> torch.Tensor:
+        """The class each row is predicted to be: the largest output, no softmax needed."""
+        if self.loss.task == BINARY:
+            threshold = 0.0 if self.loss.output == "logits" else 0.5
+            return (output.reshape(-1) > threshold).long()
+        return output.argmax(1)
+
     def labels(self, target: torch.Tensor) -> torch.Tensor:
         """Encoded targets as class indices (N,)."""
         return target.reshape(-1).long()
