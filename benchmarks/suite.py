@@ -133,17 +133,19 @@ def _median(values: list[float]) -> str:
 
 def table(results: dict) -> list[str]:
     lines = [
-        "| workload | trainer | samples/s, median (min - max) | ratio to hand-written | set-up s | process wall s | peak MB |",
+        "| workload | trainer | samples/s, median (min - max) | ratio to hand-written, median of rounds (min - max) | set-up s | process wall s | peak MB |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for workload, runners in results.items():
-        hand = statistics.median(r["samples_per_s"] for r in runners["hand"])
+        hand = [t["samples_per_s"] for t in runners["hand"]]
         for runner, trials in runners.items():
             speeds = [t["samples_per_s"] for t in trials]
-            ratio = statistics.median(speeds) / hand
+            # each round's ratio: the two ran minutes apart at most, so drift in the machine cancels
+            ratios = [a / b for a, b in zip(speeds, hand)]
             bold = "**" if runner in ("dltrain", "dltrain_cold") else ""
             lines.append(
-                f"| {workload} | {bold}{LABELS[runner]}{bold} | {_median(speeds)} | {bold}{ratio:.2f}{bold} | "
+                f"| {workload} | {bold}{LABELS[runner]}{bold} | {_median(speeds)} | "
+                f"{bold}{statistics.median(ratios):.2f}{bold} ({min(ratios):.2f} - {max(ratios):.2f}) | "
                 f"{statistics.median(t['setup_s'] for t in trials):.2f} | {statistics.median(t['wall_s'] for t in trials):.1f} | "
                 f"{statistics.median(t['peak_mb'] for t in trials):,.0f} |"
             )
