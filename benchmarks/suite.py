@@ -238,6 +238,7 @@ def main() -> None:
         prepare(folder, args.images, args.rows)
         results = measure(args.only, args.repeats, folder)
         lines = [*header(), *table(results)]
+        (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(lines) + "\n")  # kept if a later part fails
         if not args.no_scaling:
             print("scaling ...", flush=True)
             lines += ["", "Scaling (dltrain, one run each):", "", *scaling(folder)]

@@ -182,6 +182,114 @@ def predict(
     _run(action)
 
 
+@app.command()
+def init(
+    data: Annotated[Path, typer.Argument(help="A table file, or a folder with one subfolder per class.", show_default=False)],
+    target: Annotated[Optional[str], typer.Option("--target", help="The column to predict (a folder's is `label`).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it).")] = None,
+) -> None:
+    """Write a starter config for a table or an image folder, commented key by key."""
+
+    def action():
+        from dltrain.init import init as run_init
+
+        text = run_init(data, target, output)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from dltrain.console import note
+
+            note(f"written: {output}. Check it with: dltrain check {output}")
+
+    _run(action)
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the schema here (default: print it).")] = None,
+) -> None:
+    """Print the JSON Schema of the config format, for editors that complete and check YAML."""
+
+    def action():
+        import json
+
+        from dltrain.config.jsonschema import config_schema
+
+        text = json.dumps(config_schema(), indent=1) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from dltrain.files import write_text
+
+            write_text(output, text)
+
+    _run(action)
+
+
+@app.command()
+def layers(
+    name: Annotated[Optional[str], typer.Argument(help="One layer: its arguments in full.", show_default=False)] = None,
+) -> None:
+    """List the layers a config can name (or one layer's arguments)."""
+
+    def action():
+        from dltrain.summary import print_layer, print_layers
+
+        print_layer(name) if name else print_layers()
+
+    _run(action)
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run directories, overlaid.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG (default: RUN/curves.png, or curves.png for several runs).")] = None,
+) -> None:
+    """Training curves as a PNG: loss and the monitored metric per epoch, best epoch marked."""
+
+    def action():
+        from dltrain.console import note
+        from dltrain.plot import plot as run_plot
+
+        result = run_plot(runs, output)
+        note(f"written: {result.path} ({result.curves} curves of {result.runs} run(s))")
+
+    _run(action)
+
+
+@app.command()
+def runs(
+    folder: Annotated[Path, typer.Argument(help="Where the runs are.")] = Path("runs"),
+) -> None:
+    """A table of the runs and their best results, best first."""
+
+    def action():
+        from dltrain.runs import list_runs
+        from dltrain.summary import print_runs
+
+        print_runs(list_runs(folder), folder)
+
+    _run(action)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="torchscript, export (torch.export) or onnx.")] = "torchscript",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The folder (default: RUN/export).")] = None,
+) -> None:
+    """Save the model to run without dltrain, with its encoders as JSON beside it."""
+
+    def action():
+        from dltrain.console import note
+        from dltrain.export import export as run_export
+
+        result = run_export(run, format, output)
+        note(f"written: {result.model} and {result.encoders}")
+
+    _run(action)
+
+
 def main() -> None:
     app(prog_name="dltrain")
 

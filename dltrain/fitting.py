@@ -261,6 +261,11 @@ def _train(trainer: Trainer, built: Built, run_path: Path) -> FitResult:
     except Interrupted as stop:
         stop.run_dir = run_path
         raise
+    finally:
+        if trainer.group.main and (run_path / "metrics.csv").exists():
+            from dltrain.plot import leave_curves
+
+            leave_curves(run_path)
     monitor = trainer.settings.monitor
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), result.history[-1] if result.history else {})
     train_y = built.data.splits["train"].y

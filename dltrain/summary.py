@@ -151,3 +151,57 @@ def print_evaluation(evaluation) -> None:
             matrix.add_row(label, *map(str, row))
         console.print(matrix)
     console.print(f"written: {evaluation.path}")
+
+
+def print_layers() -> None:
+    from dltrain.model.registry import describe_layer, layer_registry
+
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("layer", "what it does", "arguments (inferred by dltrain in italics)"):
+        table.add_column(name, overflow="fold")
+    for name in layer_registry().names():
+        entry, arguments = describe_layer(name)
+        shown = ", ".join(f"[italic]{a.name}[/italic]" if a.inferred else a.text() for a in arguments)
+        table.add_row(name + (" (dltrain)" if entry.own else ""), entry.summary[:70], shown)
+    out().print(table)
+    out().print("dltrain layers NAME shows one layer's arguments in full.", markup=False)
+
+
+def print_layer(name: str) -> None:
+    from dltrain.components import ComponentError
+    from dltrain.errors import UsageError
+    from dltrain.model.registry import describe_layer
+
+    try:
+        entry, arguments = describe_layer(name)
+    except ComponentError as error:
+        raise UsageError(str(error)) from None
+    console = out()
+    console.print(f"[bold]{entry.name}[/bold]" + ("  (dltrain's own layer)" if entry.own else f"  (torch.nn.{entry.name})"))
+    if entry.summary:
+        console.print(entry.summary, markup=False)
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("argument", "default", "note"):
+        table.add_column(column)
+    for argument in arguments:
+        note = "inferred from the layer before" if argument.inferred else ("required" if argument.required else "")
+        default = "" if argument.required or argument.inferred else repr(argument.default)
+        table.add_row(argument.name, default, note)
+    console.print(table)
+    given = [a for a in arguments if a.required]
+    example = f"{entry.name}: {', '.join('...' for _ in given)}" if given else entry.name
+    console.print(f"in a config: - {example if len(given) != 1 else entry.name + ': ...'}", markup=False)
+
+
+def print_runs(rows, folder) -> None:
+    console = out()
+    if not rows:
+        console.print(f"no runs under {folder}", markup=False)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("run", "date", "epochs", "monitor", "best", "at epoch", "test"):
+        table.add_column(column, justify="right" if column in ("epochs", "best", "at epoch") else "left")
+    for row in rows:
+        test = "  ".join(f"{k} {_number(v)}" for k, v in row.test.items() if isinstance(v, float))
+        table.add_row(row.name, row.date, str(row.epochs), row.monitor, _number(row.best), str(row.best_epoch or ""), test)
+    console.print(table)

@@ -168,7 +168,7 @@ def test_missing_column_lists_the_columns_that_exist(workdir, cli):
     config = workdir / "configs" / "iris.yaml"
     config.write_text(config.read_text().replace("target: species", "target: colour"))
     result = cli("check", "configs/iris.yaml")
-    assert "configs/iris.yaml:8: data.target: column 'colour' is not in" in result.stderr.replace("\n", "")
+    assert "configs/iris.yaml:9: data.target: column 'colour' is not in" in result.stderr.replace("\n", "")
     assert "Its columns: sepal_length, sepal_width, petal_length, petal_width, species" in result.stderr.replace("\n", "")
 
 

@@ -97,3 +97,28 @@ def layer_registry() -> Registry[LayerEntry]:
     for name, factory in _OWN.items():
         entries[name] = LayerEntry(name, factory, _OWN_INFER.get(name, {}), own=True)
     return Registry("layer", entries, see_also=" `dltrain layers` lists them all.")
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: object  # inspect.Parameter.empty when required
+    inferred: bool  # dltrain fills it from the layer before
+
+    @property
+    def required(self) -> bool:
+        import inspect
+
+        return self.default is inspect.Parameter.empty and not self.inferred
+
+    def text(self) -> str:
+        if self.inferred:
+            return f"{self.name} (inferred)"
+        return self.name if self.required else f"{self.name}={self.default!r}"
+
+
+def describe_layer(name: str) -> tuple[LayerEntry, list[Argument]]:
+    """A layer's entry and its arguments (ComponentError with suggestions for an unknown name)."""
+    entry = layer_registry().get(name)
+    arguments = [Argument(p.name, p.default, p.name in entry.infer) for p in entry.signature.params]
+    return entry, arguments

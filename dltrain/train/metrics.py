@@ -54,7 +54,7 @@ class Metric:
 
 def _accuracy(o: Outcome) -> float:
     matrix = o.confusion()
-    return float(matrix.diagonal().sum() / matrix.sum().clamp_min(1))
+    return float(matrix.diagonal().sum().double() / matrix.sum().clamp_min(1))
 
 
 def _class_counts(o: Outcome, metric: str) -> tuple[torch.Tensor, ...] | None:

@@ -1,0 +1,105 @@
+"""`dltrain plot`: training curves as a PNG, several runs overlaid; `fit` leaves curves.png too.
+
+matplotlib is an optional extra (`pip install 'dltrain[plot]'`): without it `plot` says so, and
+`fit` simply leaves no picture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dltrain.errors import CheckpointError, DltrainError
+
+
+@dataclass(frozen=True)
+class Plotted:
+    path: Path
+    curves: int  # lines drawn: training and validation loss and the monitored metric, per run
+    runs: int
+
+
+def _history(run: Path) -> tuple[pd.DataFrame, str]:
+    metrics = Path(run) / "metrics.csv"
+    if not metrics.is_file():
+        raise CheckpointError(f"{run}: no metrics.csv here; is it a run directory with at least one epoch?")
+    frame = pd.read_csv(metrics)
+    monitor = "val_loss"
+    config = Path(run) / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        monitor = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("monitor", monitor)
+    return frame, monitor
+
+
+def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
+    """Loss (training and validation) and the monitored metric per epoch; the best epoch marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]' (or pip install matplotlib)") from None
+    from dltrain.train.metrics import higher_is_better
+
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise DltrainError("give at least one run directory to plot")
+    output = Path(output) if output else (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    curves, metric_curves = 0, 0
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    monitors = set()
+    for n, run in enumerate(runs):
+        frame, monitor = _history(run)
+        colour = colours[n % len(colours)]
+        label = run.name if len(runs) > 1 else ""
+        loss_axis.plot(frame["epoch"], frame["train_loss"], color=colour, linestyle="--", label=f"{label} train".strip())
+        curves += 1
+        if "val_loss" in frame:
+            loss_axis.plot(frame["epoch"], frame["val_loss"], color=colour, label=f"{label} validation".strip())
+            curves += 1
+        if monitor in frame and monitor != "val_loss":
+            metric_axis.plot(frame["epoch"], frame[monitor], color=colour, label=f"{label} {monitor}".strip())
+            curves += 1
+            metric_curves += 1
+            values = frame[monitor]
+        else:
+            values = frame.get("val_loss", frame["train_loss"])
+        monitors.add(monitor)
+        finite = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
+        if len(finite):
+            best = finite.idxmax() if higher_is_better(monitor) else finite.idxmin()
+            for axis in (loss_axis, metric_axis):
+                axis.axvline(frame["epoch"][best], color=colour, alpha=0.35, linewidth=1)
+    loss_axis.set(title="loss", xlabel="epoch")
+    loss_axis.legend(fontsize=8)
+    metric_axis.set(title=", ".join(sorted(monitors)) + " (best epoch marked)", xlabel="epoch")
+    if metric_curves:
+        metric_axis.legend(fontsize=8)
+    else:
+        metric_axis.text(0.5, 0.5, "the monitor is val_loss: see the left panel", ha="center", transform=metric_axis.transAxes)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output)
+    plt.close(figure)
+    return Plotted(output, curves, len(runs))
+
+
+def leave_curves(run: Path) -> None:
+    """After `fit`: curves.png in the run directory when matplotlib is there; nothing otherwise."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    try:
+        plot([run])
+    except Exception as error:  # a picture is a convenience: it never fails a training run
+        from dltrain.console import warn
+
+        warn(f"curves.png was not drawn: {error}")
