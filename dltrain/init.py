@@ -110,7 +110,19 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         "  early_stopping: {patience: 10}   # stop when val_loss has not improved for 10 epochs",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(_aligned(lines))
+
+
+def _aligned(lines: list[str]) -> list[str]:
+    """Comments after a key start in one column, so that the file reads as a table."""
+    out = []
+    for line in lines:
+        content, sep, comment = line.partition("  # ") if not line.startswith("#") else (line, "", "")
+        if sep and content.strip():
+            out.append(f"{content.rstrip():<43} # {comment.strip()}")
+        else:
+            out.append(line)
+    return out
 
 
 def _media_options(encoder) -> str:
