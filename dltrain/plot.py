@@ -77,6 +77,10 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
             best = finite.idxmax() if higher_is_better(monitor) else finite.idxmin()
             for axis in (loss_axis, metric_axis):
                 axis.axvline(frame["epoch"][best], color=colour, alpha=0.35, linewidth=1)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (loss_axis, metric_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_axis.set(title="loss", xlabel="epoch")
     loss_axis.legend(fontsize=8)
     metric_axis.set(title=", ".join(sorted(monitors)) + " (best epoch marked)", xlabel="epoch")
