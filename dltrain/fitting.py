@@ -9,7 +9,7 @@ import torch
 
 import dltrain
 from dltrain import console
-from dltrain.build import Built, build, optimizer_and_scheduler
+from dltrain.build import Built, build, build_loss, located, optimizer_and_scheduler
 from dltrain.config import LoadedConfig, load_config
 from dltrain.config.yaml import dump_yaml
 from dltrain.console import note, warn
@@ -318,8 +318,6 @@ def _continue(run_path: Path, state: dict, overrides: list[str], progress: bool,
     if cfg.config.train.epochs < state["epoch"]:
         raise ConfigError([Problem("command line", "train.epochs", f"the run already has {state['epoch']} epochs; give more to extend it")])
     _setup_torch(cfg)
-    from dltrain.build import build_loss, located
-
     with located(cfg):
         loss_entry, _ = build_loss(cfg.loss)
     schema = DataSchema.from_dict(state["encoders"])

@@ -27,6 +27,7 @@ from dltrain.data.dataset import (
     Prepared,
     Resolve,
     SplitData,
+    _column_name,
     _inputs,
     _label,
     _schema,
@@ -92,8 +93,6 @@ def prepare_stream(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> 
     first = sources.first()  # column types are inferred from the first chunk
 
     # the target and split columns alone, for every row: small beside the whole table
-    from dltrain.data.dataset import _column_name
-
     target_name = _column_name(data.target) or ("label" if described.get("type") in ("images", "audio", "video") else None)
     wanted = [c for c in (target_name, getattr(data.split, "column", None)) if c in first.columns]
     labels, counts = sources.columns(wanted)
