@@ -11,6 +11,8 @@ interleaved; PyTorch Lightning and Keras when installed. Prints microseconds per
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +28,46 @@ import dltrain  # noqa: E402
 from benchmarks.tabular import make_table  # noqa: E402
 
 BATCH, EPOCHS = 32, 3
+
+
+def lightning(x, y, xv, yv, steps: int) -> float:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net, self.loss = nn.Linear(32, 4), nn.CrossEntropyLoss()
+
+        def training_step(self, batch, index):
+            return self.loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, index):
+            self.log("val_loss", self.loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters())
+
+    trainer = pl.Trainer(
+        max_epochs=EPOCHS, accelerator="cpu", devices=1, num_sanity_val_steps=0, logger=False,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+    )  # fmt: skip
+    train = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
+    val = DataLoader(TensorDataset(xv, yv), batch_size=BATCH)
+    start = time.perf_counter()
+    trainer.fit(Module(), train, val)
+    return (time.perf_counter() - start) / steps * 1e6
+
+
+def keras_fit(x, y, xv, yv, steps: int) -> float:
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(4)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    model.fit(x.numpy(), y.numpy(), batch_size=BATCH, epochs=EPOCHS, validation_data=(xv.numpy(), yv.numpy()), verbose=0)
+    return (time.perf_counter() - start) / steps * 1e6
 
 
 def main() -> None:
@@ -94,6 +136,10 @@ def main() -> None:
             return sum(r["seconds"] for r in result.history) / steps * 1e6
 
         trials = {"dltrain fit": fit, "hand-written loop": hand, "DataLoader loop": loader}
+        if importlib.util.find_spec("pytorch_lightning"):
+            trials["Lightning (no bar, no logger)"] = lambda: lightning(x, y, xv, yv, steps)
+        if importlib.util.find_spec("keras"):
+            trials["Keras 3 (torch backend)"] = lambda: keras_fit(x, y, xv, yv, steps)
         hand(), fit()  # warm-up
         results = {name: [] for name in trials}
         for _ in range(args.repeats):
@@ -101,7 +147,7 @@ def main() -> None:
                 results[name].append(trial())
     print(f"Linear(32, 4), batch {BATCH}, {steps:,} steps, {torch.get_num_threads()} threads: microseconds per step (validation included)")
     for name, values in results.items():
-        print(f"  {name:<20} {statistics.median(values):6.1f}  ({min(values):.1f} - {max(values):.1f})")
+        print(f"  {name:<30} {statistics.median(values):6.1f}  ({min(values):.1f} - {max(values):.1f})")
 
 
 if __name__ == "__main__":

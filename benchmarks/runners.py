@@ -76,6 +76,7 @@ def dltrain_config(workload: str, data: Path) -> dict:
     }
     if target:
         config["data"]["target"] = target
+    config["train"].update(json.loads(os.environ.get("BENCH_TRAIN", "{}")))  # switches under test (benchmarks/switches.py)
     return config
 
 
@@ -127,18 +128,24 @@ def run_hand(workload: str, data: Path) -> dict:
     x, y, xv, yv = (torch.from_numpy(a) for a in tensors(workload, data))
     spec = WORKLOADS[workload]
     n, size = x.shape[0], spec["batch"]
+    net = model_torch(workload)
+    layout = None
+    if os.environ.get("BENCH_CHANNELS_LAST") and x.dim() == 4:  # benchmarks/switches.py
+        net = net.to(memory_format=torch.channels_last)
+
+        def layout(t):
+            return t.contiguous(memory_format=torch.channels_last)
 
     def batches():
         order = torch.randperm(n)
         for lo in range(0, n, size):
             index = order[lo : lo + size]
-            yield x[index], y[index]
+            yield (x[index] if layout is None else layout(x[index])), y[index]
 
     def validation():
         for lo in range(0, xv.shape[0], size):
-            yield xv[lo : lo + size], yv[lo : lo + size]
+            yield (xv[lo : lo + size] if layout is None else layout(xv[lo : lo + size])), yv[lo : lo + size]
 
-    net = model_torch(workload)
     setup = time.perf_counter() - start
     seconds = _loop(net, batches, validation, spec["epochs"])
     return {"samples_per_s": n * spec["epochs"] / seconds, "setup_s": setup}
