@@ -18,7 +18,7 @@ from dltrain.errors import CheckpointError, DltrainError
 @dataclass(frozen=True)
 class Plotted:
     path: Path
-    curves: int  # lines drawn: training and validation loss and the monitored metric, per run
+    curves: int  # lines drawn: training and validation loss and a metric (the monitored one where it is not the loss), per run
     runs: int
 
 
@@ -34,6 +34,14 @@ def _history(run: Path) -> tuple[pd.DataFrame, str]:
 
         monitor = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("monitor", monitor)
     return frame, monitor
+
+
+def _metric_to_show(frame: pd.DataFrame, monitor: str) -> str | None:
+    """The monitored metric; when the monitor is the loss, the first validation metric beside it."""
+    if monitor in frame and monitor != "val_loss":
+        return monitor
+    others = [c for c in frame.columns if c.startswith("val_") and c != "val_loss"]
+    return others[0] if others else None
 
 
 def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
@@ -64,14 +72,13 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         if "val_loss" in frame:
             loss_axis.plot(frame["epoch"], frame["val_loss"], color=colour, label=f"{label} validation".strip())
             curves += 1
-        if monitor in frame and monitor != "val_loss":
-            metric_axis.plot(frame["epoch"], frame[monitor], color=colour, label=f"{label} {monitor}".strip())
+        shown = _metric_to_show(frame, monitor)
+        if shown is not None:
+            metric_axis.plot(frame["epoch"], frame[shown], color=colour, label=f"{label} {shown}".strip())
             curves += 1
             metric_curves += 1
-            values = frame[monitor]
-        else:
-            values = frame.get("val_loss", frame["train_loss"])
-        monitors.add(monitor)
+            monitors.add(shown)
+        values = frame[monitor] if monitor in frame else frame.get("val_loss", frame["train_loss"])
         finite = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
         if len(finite):
             best = finite.idxmax() if higher_is_better(monitor) else finite.idxmin()
@@ -83,11 +90,11 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_axis.set(title="loss", xlabel="epoch")
     loss_axis.legend(fontsize=8)
-    metric_axis.set(title=", ".join(sorted(monitors)) + " (best epoch marked)", xlabel="epoch")
+    metric_axis.set(title=(", ".join(sorted(monitors)) or "metrics") + " (the monitor's best epoch marked)", xlabel="epoch")
     if metric_curves:
         metric_axis.legend(fontsize=8)
     else:
-        metric_axis.text(0.5, 0.5, "the monitor is val_loss: see the left panel", ha="center", transform=metric_axis.transAxes)
+        metric_axis.text(0.5, 0.5, "no validation metric: see the loss on the left", ha="center", transform=metric_axis.transAxes)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output)
