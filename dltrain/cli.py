@@ -163,7 +163,7 @@ def evaluate(
 def predict(
     run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
     input: Annotated[Path, typer.Argument(metavar="INPUT", help="A table of rows to predict (the target may be absent).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV here (default: standard output).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions here: CSV, or TSV, Parquet, JSON lines by the suffix (default: CSV on standard output).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per batch.")] = None,
 ) -> None:
     """Predict a table's rows: a CSV with the id, the prediction and each class's probability."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,9 @@ from dltrain.console import warn
 from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
 from dltrain.data.encoders import keys
 from dltrain.data.media import list_items
-from dltrain.data.sources import EXTENSIONS, ResolvedSource, read_table
+from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_table
 from dltrain.errors import CheckpointError, DataError, UsageError
-from dltrain.files import write_json, write_text
+from dltrain.files import write_atomic, write_json, write_text
 from dltrain.fitting import resolve_device
 from dltrain.model.builder import InputSpec, build_model
 from dltrain.run import checkpoint_path, load_checkpoint
@@ -69,7 +70,7 @@ def read_input(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    kind = EXTENSIONS.get(path.suffix.lower())
+    kind = kind_of(path)
     if kind is None or kind == "sql":
         raise DataError(f"{path}: expected a table file ending in {', '.join(sorted(k for k, v in EXTENSIONS.items() if v != 'sql'))}")
     return read_table(ResolvedSource(kind, path=str(path.resolve())))
@@ -105,7 +106,7 @@ def evaluate(
         if not known.all():
             warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
             table, y = table[known], y[torch.from_numpy(known)]
-        x, readable = loaded.schema.encode_inputs(table, str(data))
+        x, readable = loaded.schema.encode_inputs(table, str(data), new=True)
         y = y[torch.from_numpy(readable)]
         name = Path(data).stem
     else:
@@ -144,7 +145,7 @@ def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[p
         return input, "the input"
     media = loaded.schema.media
     path = Path(input)
-    if media is not None and hasattr(media, "is_item") and EXTENSIONS.get(path.suffix.lower()) is None:
+    if media is not None and hasattr(media, "is_item") and kind_of(path) is None:
         files = list_items(input, media.is_item)
         if not files:
             raise DataError(f"{input}: no {media.type} files found there (a file, a folder or a glob pattern)")
@@ -169,9 +170,11 @@ def predict(
 
     The CSV has the id column (or the file path), `prediction`, and `prob_<class>` per class.
     """
+    if output is not None:
+        output = _output_path(output, input)
     loaded = load_run(run)
     table, label = _input_table(loaded, input)
-    x, readable = loaded.schema.encode_inputs(table, label)
+    x, readable = loaded.schema.encode_inputs(table, label, new=True)
     table = table[readable]
     _, outputs = evaluate_batches(
         loaded.model,
@@ -196,7 +199,33 @@ def predict(
     else:
         result["prediction"] = task.values(outputs).cpu().numpy()
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-
-        write_text(Path(output), result.to_csv(index=False))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix.lower() == ".parquet":
+            buffer = io.BytesIO()
+            result.to_parquet(buffer, index=False)
+            write_atomic(output, buffer.getvalue())
+        elif output.suffix.lower() in (".json", ".jsonl"):
+            write_text(output, result.to_json(orient="records", lines=True))
+        else:
+            write_text(output, result.to_csv(index=False, sep="\t" if output.suffix.lower() == ".tsv" else ","))
     return result
+
+
+_OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
+
+
+def _output_path(output: str | Path, input: object) -> Path:
+    """Where predictions go: never over the input itself; the format from the suffix (CSV unless .tsv, .parquet, .json/.jsonl)."""
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"--output {path}: a folder; give a file name such as {path / 'predictions.csv'}")
+    if isinstance(input, (str, Path)) and path.exists():
+        try:
+            same = path.resolve() == Path(input).resolve() or path.samefile(input)
+        except OSError:
+            same = False
+        if same:
+            raise UsageError(f"--output {path}: that is the input file; dltrain never writes over data. Give another file")
+    if path.suffix and path.suffix.lower() not in _OUTPUT_SUFFIXES:
+        raise UsageError(f"--output {path}: unknown suffix {path.suffix!r}; predictions are written as {', '.join(_OUTPUT_SUFFIXES)}")
+    return path

@@ -107,6 +107,34 @@ def test_predict_copies_the_id_and_decodes_regression(workdir, cli):
     assert 50 < frame["prediction"].mean() < 250  # in the target's units, not standardized
 
 
+def test_predict_never_writes_over_its_input_and_writes_the_suffixs_format(workdir, cli):
+    assert cli("fit", "configs/penguins.yaml", "train.epochs=2", "--out", "r").code == 0
+    table = pd.read_csv(workdir / "data" / "penguins.csv")
+    table.to_parquet("rows.parquet")
+    before = (workdir / "rows.parquet").read_bytes()
+    refused = cli("predict", "r", "rows.parquet", "--output", "rows.parquet")
+    assert refused.code == 2 and "that is the input file" in refused.stderr
+    assert (workdir / "rows.parquet").read_bytes() == before
+    assert cli("predict", "r", "rows.parquet", "--output", "p.parquet").code == 0
+    assert len(pd.read_parquet("p.parquet")) == len(table)
+    assert cli("predict", "r", "rows.parquet", "--output", "p.xlsx").code == 2
+
+
+def test_predict_warns_of_values_training_never_saw(workdir, cli):
+    assert cli("fit", "configs/penguins.yaml", "train.epochs=2", "--out", "r").code == 0
+    table = pd.read_csv(workdir / "data" / "penguins.csv").head(20).astype({"bill_length_mm": object, "bill_depth_mm": object})
+    table.loc[:4, "island"] = "Atlantis"
+    table.loc[5, "bill_length_mm"] = "?"
+    table.loc[6, "bill_depth_mm"] = "n.a."
+    table.to_csv("rows.csv", index=False)
+    result = cli("predict", "r", "rows.csv", "--output", "p.csv")
+    assert result.code == 0, result.output  # one bad cell never stops a prediction
+    err = " ".join(result.stderr.split())
+    assert "column 'island' has 5 value(s) that training never saw ('Atlantis'" in err
+    assert "column 'bill_depth_mm' is numeric: 1 cell(s) of text ('n.a.') are read as missing values" in err
+    assert len(pd.read_csv("p.csv")) == 20
+
+
 def test_predict_names_missing_columns(workdir, cli):
     assert cli("fit", "configs/iris.yaml", "train.epochs=1", "--out", "r").code == 0
     write(workdir / "rows.csv", "sepal_length,sepal_width\n1,2\n")

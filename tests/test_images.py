@@ -126,6 +126,21 @@ def test_folder_problems_are_clear(tmp_path, cli, arrange, fragment):
     assert fragment in result.stderr.replace("\n", " ")
 
 
+def test_leftovers_of_tools_and_subfolders_keep_a_folder_of_images(tmp_path, cli):
+    # Jupyter's checkpoints, macOS's __MACOSX and ._ files, and a batch subfolder inside a class
+    folder = make_shapes(tmp_path / "shapes", 10)
+    (folder / "circle" / ".ipynb_checkpoints").mkdir()
+    (folder / "circle" / "._00000.png").write_bytes(b"\x00\x05\x16\x07 apple double")
+    (folder / "__MACOSX" / "circle").mkdir(parents=True)
+    (folder / "__MACOSX" / "circle" / "._00001.png").write_bytes(b"\x00")
+    (folder / "square" / "batch2").mkdir()
+    Image.new("RGB", (32, 32), "white").save(folder / "square" / "batch2" / "extra.png")
+    result = cli("check", write(tmp_path / "c.yaml", SMALL.format(source=folder)))
+    assert result.code == 0, result.output
+    assert "rows: train 25  val 8  test 8" in result.stdout  # 40 shapes and extra.png, 4 classes
+    assert "__MACOSX" not in result.stdout and "classes: circle, cross, square, triangle" in result.stdout
+
+
 def test_a_size_resizes_and_channels_converts(tmp_path, cli):
     folder = make_shapes(tmp_path / "shapes", 10)
     Image.new("RGB", (40, 30)).save(folder / "circle" / "big.png")

@@ -63,8 +63,12 @@ class DataSchema:
             return InputSpec(self.media.shape, self.media.dtype, self.media.vocab_size)
         return InputSpec((sum(e.width for e in self.inputs),))
 
-    def encode_inputs(self, table: pd.DataFrame, label: str) -> tuple[torch.Tensor, np.ndarray]:
-        """What the model takes for each row, and which rows could be encoded (unreadable files skipped)."""
+    def encode_inputs(self, table: pd.DataFrame, label: str, new: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+        """What the model takes for each row, and which rows could be encoded (unreadable files skipped).
+
+        `new`: data from outside the run (predict, evaluate --data): values that training never saw
+        are counted in a warning, since the model reads them as unknown.
+        """
         missing = [c for c in self.input_columns if c not in table.columns]
         if missing:
             raise DataError(
@@ -73,6 +77,17 @@ class DataSchema:
             )
         if self.media is not None:
             return self.media.encode(table[self.media.column], self.cache, self.on_error)
+        if new:
+            for encoder in self.inputs:
+                if isinstance(encoder, CategoryEncoder):
+                    count, examples = encoder.unseen(table[encoder.column])
+                    if count:
+                        filled = "the training rate of its positive value" if encoder.type == "binary" else "unknown (<unk>)"
+                        warn(
+                            f"{label}: column '{encoder.column}' has {count} value(s) that training never saw "
+                            f"({', '.join(repr(v) for v in examples)}; it knows {', '.join(encoder.classes[:8])}"
+                            f"{', ...' if len(encoder.classes) > 8 else ''}): read as {filled}"
+                        )
         x = torch.cat([e.transform(table[e.column]) for e in self.inputs], dim=1)
         return x, np.ones(len(table), dtype=bool)
 

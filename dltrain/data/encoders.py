@@ -31,6 +31,33 @@ from dltrain.errors import DataError
 UNKNOWN = "<unk>"
 MAX_CATEGORIES = 50  # a string column with more distinct values is not inferred as a category
 MAX_TARGET_CLASSES = 20  # an integer target with more distinct values is numeric
+MISSING_MARKERS = ("", "?", "-", "--")  # cells that mean "unknown" in many published tables (pandas reads NA, N/A, null...)
+NUMERIC_SHARE = 0.95  # a text column whose other cells are numbers is numeric when at most 5% are not
+_THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234 or 1,234,567.89
+_warned: set = set()
+
+
+def warn_once(key: tuple, message: str) -> None:
+    """A warning about the data, said once per process (the splits are encoded one after another)."""
+    if key not in _warned:
+        _warned.add(key)
+        from dltrain.console import warn
+
+        warn(message)
+
+
+def parse_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text as numbers (thousands separators allowed; missing markers missing) and the cells that are not numbers."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        values = series.astype("float64")
+        return values, pd.Series(False, index=series.index)
+    text = series.astype("string").str.strip()
+    text = text.where(~text.isin(MISSING_MARKERS), pd.NA)
+    separated = text.str.match(_THOUSANDS).fillna(False).astype(bool)
+    if separated.any():
+        text = text.mask(separated, text.str.replace(",", "", regex=False))
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
+    return values, (values.isna() & text.notna()).astype(bool)
 
 
 def keys(series: pd.Series) -> pd.Series:
@@ -48,7 +75,7 @@ def keys(series: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series):
         return _number_keys(series.astype("float64"))
     text = series.astype("string").str.strip()
-    text = text.where(text.notna() & (text != ""), pd.NA)
+    text = text.where(text.notna() & ~text.isin(MISSING_MARKERS), pd.NA)
     lowered = text.str.lower()
     text = text.mask(lowered.isin(["true", "false"]), lowered)
     numbers = pd.to_numeric(text, errors="coerce")
@@ -70,6 +97,9 @@ def _number_key(value: float) -> str:
     if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
         return str(int(value))
     return str(value)
+
+
+_ALIASES = {"true": "1", "false": "0", "1": "true", "0": "false"}
 
 
 def is_missing(series: pd.Series) -> pd.Series:
@@ -131,7 +161,7 @@ class NumericEncoder(Encoder):
 
     @staticmethod
     def fit_update(state: dict, column: str, series: pd.Series, options: dict | None = None) -> None:
-        values = _numbers(column, series).dropna().to_numpy("float64")
+        values = _numbers(column, series, fitting=True).dropna().to_numpy("float64")
         state["count"] += len(values)
         state["sum"] += float(values.sum())
         state["squares"] += float((values * values).sum())
@@ -163,18 +193,28 @@ class NumericEncoder(Encoder):
         return cls(data["column"], data["mean"], data["std"])
 
 
-def _numbers(column: str, series: pd.Series) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return series.astype("float64")
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype("string").str.strip() != "")
+def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series:
+    """The column's numbers; a few text cells ('?', 'n.a.') become missing with a warning.
+
+    While fitting, more than 5% of text is an error (the column is not numeric); on new data, every
+    text cell becomes missing, counted in a warning, so that one bad cell never stops a prediction.
+    """
+    values, bad = parse_numbers(series)
     if bad.any():
+        count = int(bad.sum())
         examples = ", ".join(repr(v) for v in series[bad].astype(str).unique()[:3])
-        raise DataError(
-            f"column '{column}' is numeric, but {int(bad.sum())} row(s) hold text ({examples}), "
-            f"the first in data row {_row(series, bad)}: give it type category, or clean those rows"
+        present = int(values.notna().sum()) + count
+        if fitting and count > (1 - NUMERIC_SHARE) * present:
+            raise DataError(
+                f"column '{column}' is numeric, but {count} of its {present} filled rows hold text ({examples}), "
+                f"the first in data row {_row(series, bad)}: give it type category, or clean those rows"
+            )
+        warn_once(
+            (column, "text in numbers", examples),
+            f"column '{column}' is numeric: {count} cell(s) of text ({examples}) are read as missing values"
+            + (", filled with the training mean" if not fitting else ""),
         )
-    return values.astype("float64")
+    return values
 
 
 @dataclass
@@ -201,8 +241,25 @@ class CategoryEncoder(Encoder):
         return len(self.classes) + 1
 
     def codes(self, series: pd.Series) -> np.ndarray:
-        """The class index of each row; -1 for missing or unseen values."""
-        return pd.Index(self.classes, dtype="string").get_indexer(keys(series)).astype("int64")
+        """The class index of each row; -1 for missing or unseen values.
+
+        true/false and 1/0 stand for each other where only one pair was seen in training: a column
+        of true/false with gaps is read as 1.0/0.0/NaN from JSON, and as True/False from CSV.
+        """
+        found = keys(series)
+        index = pd.Index(self.classes, dtype="string")
+        codes = index.get_indexer(found).astype("int64")
+        unseen = (codes < 0) & found.notna().to_numpy()
+        if unseen.any():
+            aliased = found[unseen].map(_ALIASES).astype("string")
+            codes[unseen] = index.get_indexer(aliased)
+        return codes
+
+    def unseen(self, series: pd.Series) -> tuple[int, list[str]]:
+        """How many filled cells hold a value that training never saw, and a few of those values."""
+        found = keys(series)
+        mask = (self.codes(series) < 0) & found.notna().to_numpy()
+        return int(mask.sum()), [str(v) for v in found[mask].unique()[:3]]
 
     def transform(self, series: pd.Series) -> torch.Tensor:
         codes = torch.from_numpy(self.codes(series))
@@ -320,6 +377,7 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
         if is_target and integral and distinct <= MAX_TARGET_CLASSES:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
+    present = present[~keys(present).isna()]  # missing markers ('?', '-') are not values
     distinct = keys(present).nunique()
     text = present.astype("string")
     lowered = text.str.lower()
@@ -332,6 +390,13 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
             return Inferred(type_, f"paths of {what}")
     if distinct == 2:
         return Inferred("binary", "two distinct values")
+    numbers, bad = parse_numbers(present)
+    if len(present) and distinct > 2 and bad.sum() <= (1 - NUMERIC_SHARE) * len(present):
+        whole = bool((numbers.dropna() % 1 == 0).all())
+        note = f"; {int(bad.sum())} text cell(s) read as missing" if bad.any() else ""
+        if is_target and whole and numbers.nunique() <= MAX_TARGET_CLASSES:
+            return Inferred("category", f"whole numbers written as text, {distinct} distinct{note}")
+        return Inferred("numeric", f"numbers written as text{note}")
     if distinct <= MAX_CATEGORIES:
         return Inferred("category", f"text, {distinct} distinct values")
     if text.str.contains(" ", regex=False).mean() > 0.5:
@@ -340,9 +405,9 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
 
 
 def looks_like_id(series: pd.Series) -> bool:
-    """A column of whole numbers or text with a different value in every row (at least 20 rows)."""
-    present = series.dropna()
-    if len(present) < 20 or len(present) < len(series):
+    """A column of whole numbers or text with a different value in every filled row (at least 20 rows, a few gaps allowed)."""
+    present = series[~is_missing(series)]
+    if len(present) < 20 or len(present) < NUMERIC_SHARE * len(series):
         return False
     if pd.api.types.is_float_dtype(series) and not bool((present % 1 == 0).all()):
         return False

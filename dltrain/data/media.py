@@ -43,18 +43,27 @@ def reason(error: Exception) -> str:
 # ----- folders
 
 
+def hidden(path: Path, root: Path) -> bool:
+    """Left alone in a data folder: names starting with a dot (.DS_Store, ._photo.jpg, .ipynb_checkpoints) and __MACOSX."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = path.parts[-1:]
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
 def folder_table(folder: Path, is_item: Callable[[Path], bool], what: str, extensions: tuple[str, ...], recursive: bool = True) -> pd.DataFrame:
     """A folder with one subfolder per class -> columns `path` (absolute) and `label`."""
     folder = Path(folder)
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not hidden(p, folder))
     rows, empty = [], []
     for class_dir in classes:
         found = class_dir.rglob("*") if recursive else class_dir.iterdir()
-        items = sorted(p for p in found if is_item(p))
+        items = sorted(p for p in found if not hidden(p, folder) and is_item(p))
         if not items:
             empty.append(class_dir.name)
         rows += [(str(p.resolve()), class_dir.name) for p in items]
-    loose = [p for p in folder.iterdir() if p.is_file() and is_item(p)]
+    loose = [p for p in folder.iterdir() if p.is_file() and not hidden(p, folder) and is_item(p)]
     kinds = ", ".join(e.lstrip(".") for e in extensions)
     if not rows:
         if loose:
@@ -77,7 +86,7 @@ def list_items(pattern: str | Path, is_item: Callable[[Path], bool], recursive: 
         return [path.resolve()]
     if path.is_dir():
         found = path.rglob("*") if recursive else path.iterdir()
-        return sorted(p.resolve() for p in found if is_item(p))
+        return sorted(p.resolve() for p in found if not hidden(p, path) and is_item(p))
     return sorted(Path(p).resolve() for p in glob.glob(str(pattern), recursive=True) if is_item(Path(p)))
 
 

@@ -53,12 +53,53 @@ class ResolvedSource:
         return self.path or f"{self.url} ({self.query})"
 
 
+def csv_options(source: ResolvedSource) -> dict:
+    """How to read a CSV or TSV file: its separator and encoding, found from its first lines.
+
+    A .csv whose header splits on ';' (spreadsheets in many locales) is read with ';' and decimal
+    commas; '\t' and '|' likewise. A file that is not UTF-8 is read as Windows-1252 (which also
+    reads Latin-1), with a warning.
+    """
+    default = "\t" if source.type == "tsv" else ","
+    options: dict = {"sep": default}
+    try:
+        header = pd.read_csv(source.path, nrows=20, sep=default)
+    except UnicodeDecodeError:
+        options["encoding"] = "cp1252"
+        header = pd.read_csv(source.path, nrows=20, sep=default, encoding="cp1252")
+        _warn_once(source.path, f"{source.label}: not UTF-8; read as Windows-1252 (Latin-1). Save it as UTF-8 to be sure of its accents")
+    except pd.errors.ParserError:
+        header = None
+    if header is None or len(header.columns) == 1:
+        first = _first_line(source.path, options.get("encoding", "utf-8"))
+        for sep in (";", "\t", "|", ","):
+            if sep != default and first.count(sep) >= 1:
+                options["sep"] = sep
+                if sep == ";":
+                    options["decimal"] = ","
+                shown = {"\t": "tabs", ";": "';' (numbers with decimal commas)", "|": "'|'", ",": "','"}[sep]
+                _warn_once(source.path + sep, f"{source.label}: its columns are separated by {shown}; read that way")
+                break
+    return options
+
+
+def _first_line(path: str, encoding: str) -> str:
+    with pd.io.common.get_handle(path, "r", encoding=encoding, compression="infer", errors="replace") as handle:
+        return handle.handle.readline()
+
+
+def _warn_once(key: str, message: str) -> None:
+    from dltrain.data.encoders import warn_once
+
+    warn_once(("source", key), message)
+
+
 def _read_csv(source: ResolvedSource) -> pd.DataFrame:
-    return pd.read_csv(source.path)
+    return pd.read_csv(source.path, **csv_options(source))
 
 
 def _read_tsv(source: ResolvedSource) -> pd.DataFrame:
-    return pd.read_csv(source.path, sep="\t")
+    return pd.read_csv(source.path, **csv_options(source))
 
 
 def _read_parquet(source: ResolvedSource) -> pd.DataFrame:
@@ -136,6 +177,19 @@ SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
 FOLDER_TYPES = ("images", "audio", "video")  # sources that are folders of class subfolders, not files
 
 
+COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst")  # pandas reads these compressed tables as they are
+
+
+def kind_of(path: str | Path) -> str | None:
+    """The source type a file name says: data.csv -> csv, data.csv.gz -> csv."""
+    name = Path(path)
+    if name.suffix.lower() in COMPRESSED:
+        name = name.with_suffix("")
+        kind = EXTENSIONS.get(name.suffix.lower())
+        return kind if kind in ("csv", "tsv", "json", "jsonl") else None
+    return EXTENSIONS.get(name.suffix.lower())
+
+
 def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> ResolvedSource:
     """A config's source (a path, or a mapping) as a ResolvedSource.
 
@@ -153,7 +207,7 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
         if path is None:
             kind = "sql" if url else None
         else:
-            kind = EXTENSIONS.get(Path(path).suffix.lower())
+            kind = kind_of(path)
             folder = resolve(path, ("path",) if len(source) > 1 else ())
             if kind is None and folder.is_dir():
                 kind = _folder_kind(folder)
@@ -230,7 +284,7 @@ def _checked(table: pd.DataFrame, source: ResolvedSource) -> pd.DataFrame:
 
 
 def _chunks_csv(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
-    yield from pd.read_csv(source.path, sep="\t" if source.type == "tsv" else ",", chunksize=rows, usecols=columns)
+    yield from pd.read_csv(source.path, chunksize=rows, usecols=columns, **csv_options(source))
 
 
 def _chunks_parquet(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
@@ -284,17 +338,31 @@ def read_chunks(source: ResolvedSource, rows: int = 65536, columns: list[str] | 
 
 
 def _folder_kind(folder: Path) -> str:
-    """images, audio or video, from what the class subfolders hold."""
+    """images, audio or video, from what the class subfolders hold.
+
+    Sound or video files make it audio or video. Subfolders in the class folders are clips of frame
+    images only where no class folder holds an image itself: a folder of photos with a `batch2/`
+    or `.ipynb_checkpoints/` inside stays a folder of images.
+    """
     from dltrain.data.audio import is_audio_file
+    from dltrain.data.images import is_image_path
+    from dltrain.data.media import hidden
     from dltrain.data.video import EXTENSIONS as VIDEO
 
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    subfolders = images = False
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not hidden(p, folder)):
         for item in class_dir.iterdir():
+            if hidden(item, folder):
+                continue
             if is_audio_file(item):
                 return "audio"
-            if item.is_dir() or item.name.lower().endswith(VIDEO):
+            if item.name.lower().endswith(VIDEO):
                 return "video"
-    return "images"
+            if item.is_dir():
+                subfolders = True
+            elif is_image_path(item.name):
+                images = True
+    return "video" if subfolders and not images else "images"
 
 
 def _absolute_file_paths(table: pd.DataFrame, folder: Path) -> None:

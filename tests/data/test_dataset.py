@@ -321,4 +321,4 @@ def test_text_in_a_numeric_input_names_the_column_and_file_row(tmp_path):
     frame["part"] = ["train"] * 16 + ["val"] * 4
     with pytest.raises(DataError) as error:
         check(config(saved(tmp_path, frame), inputs=[{"column": "x", "type": "numeric"}], split={"column": "part"}))
-    assert "column 'x' is numeric, but 1 row(s) hold text ('n/a?'), the first in data row 14" in str(error.value)
+    assert "column 'x' is numeric, but 1 of its 16 filled rows hold text ('n/a?'), the first in data row 14" in str(error.value)

@@ -68,16 +68,49 @@ def test_numeric_column_with_text_names_the_column_and_row():
     with pytest.raises(DataError) as error:
         NumericEncoder.fit("age", csv_column("31", "40", "forty", "27", "n.a."), {})
     assert str(error.value) == (
-        "column 'age' is numeric, but 2 row(s) hold text ('forty', 'n.a.'), the first in data row 3: "
+        "column 'age' is numeric, but 2 of its 5 filled rows hold text ('forty', 'n.a.'), the first in data row 3: "
         "give it type category, or clean those rows"
     )
+
+
+def test_a_few_text_cells_in_numbers_are_missing_values_with_a_warning(capsys):
+    # 1 cell of text in 40: missing (filled with the mean), said once; '?' and '-' are missing markers
+    cells = [str(v) for v in range(1, 39)] + ["unknown", "?"]
+    encoder = NumericEncoder.fit("age", csv_column(*cells), {})
+    assert encoder.mean == pytest.approx(19.5)
+    assert "column 'age' is numeric: 1 cell(s) of text ('unknown') are read as missing values" in capsys.readouterr().err
+    # new data: any number of text cells become the mean, never an error
+    values = encoder.transform(pd.Series(["?", "n/a!", "19.5", "1,234.5"], dtype=object))
+    assert values[:3].flatten().tolist() == [0.0, 0.0, 0.0]
+    assert values[3].item() == pytest.approx((1234.5 - 19.5) / encoder.std)
+
+
+def test_numbers_written_as_text_are_inferred_numeric():
+    # '?' for unknown (UCI tables) and thousands separators: numbers, not a category per value
+    ages = csv_column(*[str(20 + v % 60) for v in range(200)], "?", "?")
+    assert infer_type(ages, is_target=False).type == "numeric"
+    money = pd.Series([f"{v:,}.50" for v in range(1000, 200000, 1000)], dtype=object)
+    assert infer_type(money, is_target=False).type == "numeric"
+    assert NumericEncoder.fit("m", money, {}).mean == pytest.approx(100000.5)
+    assert money.str.contains(",").all()
+    # codes written as text in a target: classes
+    assert infer_type(csv_column(*"1 2 3 1 2 3".split()), is_target=True).type == "category"
+    # words stay categories
+    assert infer_type(csv_column("red", "green", "blue", "?"), is_target=False).type == "category"
+
+
+def test_true_false_and_one_zero_match_across_files():
+    # a CSV column true/false with gaps is trained on; JSON gives the same column as 1.0/0.0/NaN
+    encoder = BinaryEncoder.fit("member", pd.Series([True, False, None, True], dtype=object), {})
+    assert encoder.transform(pd.Series([1.0, 0.0, np.nan])).flatten().tolist() == pytest.approx([1.0, 0.0, 2 / 3])
+    assert encoder.unseen(pd.Series([1.0, "maybe", None])) == (1, ["maybe"])
 
 
 def test_numeric_text_row_is_counted_in_the_source_table():
     # the training rows keep their labels in the whole table: row 8 is the file's 8th data row
     series = pd.Series(["1", "2", "x"], index=[0, 4, 7])
     with pytest.raises(DataError, match="the first in data row 8"):
-        NumericEncoder(column="n").transform(series)
+        NumericEncoder.fit("n", series, {})
 
 
 # binary
@@ -266,11 +299,12 @@ def test_infer_type_says_why():
         ([float(i) for i in range(25)], True),
         (list(range(19)), False),  # too few rows to tell
         (list(range(24)) + [0], False),  # a repeated value
-        (list(range(24)) + [None], False),  # a missing value
+        (list(range(24)) + [None], True),  # a gap in an id column (1 in 25)
+        (list(range(20)) + [None] * 5, False),  # too many gaps for an id
         ([i + 0.5 for i in range(25)], False),  # measurements, not ids
         ([True, False] * 15, False),
     ],
-    ids=["ints", "strings", "whole-floats", "19-rows", "repeat", "missing", "fractions", "bools"],
+    ids=["ints", "strings", "whole-floats", "19-rows", "repeat", "gap", "gaps", "fractions", "bools"],
 )
 def test_looks_like_id(values, expected):
     assert looks_like_id(pd.Series(values)) is expected
