@@ -21,14 +21,16 @@ _TASKS = {
 
 def starter_config(data: str | Path, target: str | None, output: str | Path | None = None) -> str:
     """The YAML text of a starter config; paths in it are relative to where it will be written."""
-    from dltrain.data.encoders import ENCODERS, infer_type, looks_like_id
     from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, read_table, resolve_source
 
     data = Path(data)
     if not data.exists():
         raise UsageError(f"{data}: no such file or folder")
     where = Path(output).resolve().parent if output else Path.cwd()
-    source = resolve_source(str(data.resolve()), lambda value, key: Path(value))
+    try:
+        source = resolve_source(str(data.resolve()), lambda value, key: Path(value))
+    except ValueError as error:
+        raise UsageError(f"{data}: {error}") from None
     relative = os.path.relpath(data.resolve(), where)
     table = read_table(ResolvedSource(source.type, path=source.path))
     folder = source.type in FOLDER_TYPES
@@ -39,11 +41,12 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         from dltrain.components import suggest
 
         raise DataError(f"column '{target}' is not in {data}.{suggest(target, list(table.columns))} Its columns: {', '.join(table.columns)}")
-    target_type = infer_type(table[target].dropna(), is_target=True).type
+    target_type = _inferred(table[target].dropna(), is_target=True)
+    target_type = target_type.type if target_type else "lists"
     if target_type not in _TASKS:
         raise DataError(f"column '{target}' looks like {target_type}, which dltrain cannot predict: give a column of classes or numbers")
     loss, output_note = _TASKS[target_type]
-    name = Path(data).stem.replace(" ", "_") or "model"
+    name = Path(data).stem.split(".")[0].replace(" ", "_") or "model"
     lines = [
         f"# A starter config made by `dltrain init {data} --target {target}`: edit it, then `dltrain fit` it.",
         f"name: {name}                # the run's folder: runs/{name}",
@@ -53,47 +56,59 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         f"  source: {relative}        # relative to this file",
     ]
     rows = len(table)
+    id_column = None
     if folder:
         kind = source.type.rstrip("s") if source.type != "images" else "image"
-        media = ENCODERS.get(kind)
-        encoder = media.fit("path", table["path"].head(2000), {}, "skip")
-        shape = encoder.shape
-        options = _media_options(encoder)
+        options, dims = _media(kind, table["path"])
         lines += [
             "  inputs:                    # the files, decoded once and cached",
             f"    - {{column: path, type: {kind}{options}}}",
             f"  target: {target}               # the class folder of each file",
         ]
-        layers = _cnn(len(shape))
-        features = None
+        layers = _cnn(dims)
     else:
+        plan = _plan_columns(table, target)
+        id_column = next((c for c, role, _ in plan if role == "id"), None)
+        tabular = [(c, why) for c, role, why in plan if role in ("numeric", "binary", "category")]
+        media = [(c, role) for c, role, _ in plan if role in ("image", "audio", "video")]
+        texts = [c for c, role, _ in plan if role == "text"]
         lines.append("  inputs:                    # the columns the model reads, with their types (as inferred)")
-        features = 0
-        for column in table.columns:
-            if column == target:
-                continue
-            series = table[column]
-            inferred = infer_type(series.dropna(), is_target=False) if series.notna().any() else None
-            if inferred is None:
-                lines.append(f"    # - {column}            left out: the column is empty")
-                continue
-            if inferred.type in ("numeric", "binary", "category") and looks_like_id(series):
-                lines.append(f"    # - {column}            left out: a different value in every row, so an id")
-                continue
-            if inferred.type not in ("numeric", "binary", "category"):
-                lines.append(f"    # - {{column: {column}, type: {inferred.type}}}   left out: one {inferred.type} column must be the only input")
-                continue
-            lines.append(f"    - {{column: {column}, type: {inferred.type}}}   # {inferred.reason}")
-            features += series.nunique() + 1 if inferred.type == "category" else 1
-        if features == 0:
-            raise DataError(f"{data}: no column but '{target}' can be an input (numbers, two values, or categories)")
+        if media or (texts and len(tabular) < 3):
+            # a file or text column is the signal; it must be the only input (one tensor per row)
+            chosen, kind = media[0] if media else (texts[0], "text")
+            if kind == "text":
+                lines.append(f"    - {{column: {chosen}, type: text}}   # words -> token ids; the vocabulary is fitted on the training rows")
+                layers = _text_layers()
+            else:
+                options, dims = _media(kind, table[chosen])
+                lines.append(f"    - {{column: {chosen}, type: {kind}{options}}}   # paths of files, decoded once and cached")
+                layers = _cnn(dims)
+            for column, role, _ in plan:
+                if column != chosen and role not in ("id", "left out"):
+                    lines.append(f"    # - {{column: {column}, type: {role}}}   left out: the {kind} column must be the only input")
+        else:
+            features = 0
+            for column, role, why in plan:
+                if role in ("numeric", "binary", "category"):
+                    lines.append(f"    - {{column: {column}, type: {role}}}   # {why}")
+                    features += table[column].nunique() + 1 if role == "category" else 1
+                elif role in ("text", "image", "audio", "video"):
+                    lines.append(f"    # - {{column: {column}, type: {role}}}   left out: a {role} column must be the only input")
+            if features == 0:
+                raise DataError(f"{data}: no column but '{target}' can be an input (numbers, categories, text or file paths)")
+            hidden = max(16, min(256, 2 ** round(math.log2(max(features * 2, 16)))))
+            layers = [f"Linear: {hidden}", "ReLU", "Dropout: 0.1", f"Linear: {max(8, hidden // 2)}", "ReLU"]
+        for column, role, why in plan:
+            if role in ("id", "left out"):
+                lines.append(f"    # - {column}            left out: {why}")
         lines.append(f"  target: {{column: {target}, type: {target_type}}}")
-        hidden = max(16, min(256, 2 ** round(math.log2(max(features * 2, 16)))))
-        layers = [f"Linear: {hidden}", "ReLU", "Dropout: 0.1", f"Linear: {max(8, hidden // 2)}", "ReLU"]
+        if id_column is not None:
+            lines.append(f"  id: {id_column}                 # copied into predict's output to name each row")
     # small data: more epochs and a larger step; early stopping ends them when validation stalls
     batch, epochs, rate = (16, 100, 0.002) if rows < 1_000 else (32, 50, 0.002) if rows < 20_000 else (256, 10, 0.001)
+    split_note = "stratified by class, seeded" if target_type != "numeric" else "random rows, seeded"
     lines += [
-        "  split: {train: 0.8, val: 0.1, test: 0.1}   # stratified by class, seeded",
+        f"  split: {{train: 0.8, val: 0.1, test: 0.1}}   # {split_note}",
         f"  batch_size: {batch}            # rows per step",
         "",
         "model:",
@@ -111,6 +126,95 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         "",
     ]
     return "\n".join(_aligned(lines))
+
+
+def _inferred(series, is_target: bool):
+    """infer_type, or None for cells that hold lists or mappings (JSON), which no type takes as they are."""
+    from dltrain.data.encoders import infer_type
+
+    try:
+        return infer_type(series, is_target=is_target)
+    except TypeError:
+        return None
+
+
+def _plan_columns(table, target: str) -> list[tuple[str, str, str]]:
+    """(column, role, why) for every column but the target: a type, or `id` / `left out` with the reason."""
+    from dltrain.data.encoders import MAX_CATEGORIES, keys, looks_like_id
+
+    plan = []
+    for column in table.columns:
+        if column == target:
+            continue
+        series = table[column]
+        if series.isna().all():
+            plan.append((column, "left out", "the column is empty"))
+            continue
+        nested = bool(series.dropna().map(lambda v: isinstance(v, (list, dict))).any())
+        inferred = None if nested else _inferred(series.dropna(), is_target=False)
+        if inferred is None:
+            plan.append((column, "left out", "its cells hold lists or mappings; flatten them into columns (or give type sequence for lists of numbers)"))
+            continue
+        tabular = inferred.type in ("numeric", "binary", "category")
+        if tabular and looks_like_id(series):
+            plan.append((column, "id", "a different value in every row, so an id"))
+        elif tabular and inferred.type == "category" and _looks_like_dates(series):
+            plan.append((column, "left out", "dates: dltrain has no date type; add columns such as the year or month to use them"))
+        elif inferred.type == "category" and (distinct := keys(series).nunique()) > MAX_CATEGORIES:
+            plan.append((column, "left out", f"{distinct} distinct values, one-hot would add {distinct + 1} features; list it with type category to use it"))
+        else:
+            plan.append((column, inferred.type, inferred.reason))
+    return plan
+
+
+def _looks_like_dates(series) -> bool:
+    import warnings
+
+    import pandas as pd
+
+    sample = series.dropna().astype(str).head(200)
+    if not len(sample) or not sample.str.contains(r"\d[-/.:]\d", regex=True).mean() > 0.9:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() > 0.9)
+
+
+def _media(kind: str, paths) -> tuple[str, int]:
+    """The options to write for a column of files, and the model input's dimensions.
+
+    Images of several sizes (the usual case for photos) are resized to the middle size of a sample,
+    at most 64 pixels a side to keep training quick on a CPU; mixed grayscale and colour become colour.
+    """
+    from dltrain.data.encoders import ENCODERS
+    from dltrain.data.images import probe_image
+
+    options: dict = {}
+    if kind == "image":
+        probed = [probe_image(p, {}) for p in paths.dropna().head(500)]
+        shapes = [p for p in probed if isinstance(p, tuple)]
+        if len({(h, w) for h, w, _ in shapes}) > 1:
+            height = sorted(h for h, _, _ in shapes)[len(shapes) // 2]
+            width = sorted(w for _, w, _ in shapes)[len(shapes) // 2]
+            scale = min(1.0, 64 / max(height, width))
+            options["size"] = [max(8, round(height * scale)), max(8, round(width * scale))]
+        if len({c for _, _, c in shapes}) > 1:
+            options["channels"] = 3
+    encoder = ENCODERS.get(kind).fit("path", paths.dropna().head(2000), options, "skip")
+    return _media_options(encoder), len(encoder.shape)
+
+
+def _text_layers() -> list[str]:
+    return [
+        "Embedding: {embedding_dim: 32, padding_idx: 0}   # num_embeddings: the vocabulary size",
+        "Transpose: [1, 2]          # (batch, length, 32) -> (batch, 32, length) for Conv1d",
+        "Conv1d: {out_channels: 64, kernel_size: 3, padding: 1}",
+        "ReLU",
+        "AdaptiveMaxPool1d: 1       # the strongest response anywhere in the text",
+        "Flatten",
+        "Dropout: 0.2",
+    ]
 
 
 def _aligned(lines: list[str]) -> list[str]:

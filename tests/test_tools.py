@@ -55,6 +55,55 @@ def test_init_for_an_image_folder(tmp_path, cli, monkeypatch):
     assert json.loads(cli("evaluate", "run", "--json").stdout)["metrics"]["accuracy"] >= 0.6
 
 
+def test_init_on_a_messy_table_keeps_the_signal_and_leaves_out_the_rest(tmp_path, cli, monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 400
+    spend = rng.gamma(2.0, 800.0, n)
+    table = pd.DataFrame({
+        "customer": [f"C-{i:05d}" if i != 7 else None for i in range(n)],  # an id with a gap
+        "signup": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D"),
+        "city": [f"city_{v}" for v in rng.integers(0, 300, n)],  # too many values to one-hot
+        "spend": [f"{v:,.2f}" if i % 50 else "?" for i, v in enumerate(spend)],  # thousands separators, '?'
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "left": np.where(spend + rng.normal(0, 300, n) > 1600, "yes", "no"),
+    })  # fmt: skip
+    table["signup"] = table["signup"].dt.strftime("%Y-%m-%d")
+    table.to_csv(tmp_path / "customers.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    made = cli("init", "customers.csv", "--target", "left", "-o", "c.yaml")
+    assert made.code == 0, made.output
+    text = (tmp_path / "c.yaml").read_text()
+    assert "{column: spend, type: numeric}" in text and "{column: plan, type: category}" in text
+    assert "# - customer" in text and "id: customer" in text
+    assert "# - signup" in text and "dates" in text
+    assert "# - city" in text and "distinct values, one-hot would add" in text
+    result = cli("fit", "c.yaml", "--out", "run")
+    assert result.code == 0, result.output
+    assert json.loads(cli("evaluate", "run", "--json").stdout)["metrics"]["accuracy"] >= 0.85
+    predicted = cli("predict", "run", "customers.csv", "-o", "p.csv")
+    assert predicted.code == 0 and list(pd.read_csv(tmp_path / "p.csv").columns)[:2] == ["customer", "prediction"]
+
+
+def test_init_on_a_table_of_image_paths_of_several_sizes(tmp_path, cli, monkeypatch):
+    from PIL import Image
+
+    rows = []
+    for i in range(60):
+        label = ["dark", "light"][i % 2]
+        size = [(40, 30), (50, 50), (64, 48)][i % 3]
+        Image.new("L" if i % 4 else "RGB", size, (30 if label == "dark" else 220) if i % 4 else (30,) * 3 if label == "dark" else (220,) * 3).save(tmp_path / f"{i}.png")
+        rows.append({"file": f"{i}.png", "label": label, "camera": "x"})
+    pd.DataFrame(rows).to_csv(tmp_path / "photos.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    made = cli("init", "photos.csv", "--target", "label", "-o", "p.yaml")
+    assert made.code == 0, made.output
+    text = (tmp_path / "p.yaml").read_text()
+    assert "{column: file, type: image, size: [" in text and "channels: 3" in text and "Conv2d" in text
+    assert "# - {column: camera" in text
+    result = cli("fit", "p.yaml", "train.epochs=5", "--out", "run")
+    assert result.code == 0, result.output
+
+
 def test_init_needs_a_target_for_a_table(workdir, cli):
     result = cli("init", "data/iris.csv")
     assert result.code == 2 and "--target COLUMN" in result.stderr and "species" in result.stderr

@@ -19,6 +19,7 @@ from dltrain.config.schema import ByColumn, Column, Data, Files
 from dltrain.console import warn
 from dltrain.data.encoders import (
     ENCODERS,
+    MAX_CATEGORIES,
     CategoryEncoder,
     Encoder,
     NumericEncoder,
@@ -429,6 +430,11 @@ def _input_plan(data: Data, table: pd.DataFrame, target: str, split_column: str 
             warn(f"column '{name}' looks like {inferred.type} ({inferred.reason}), which cannot be mixed with table columns: left out")
             reports.append(ColumnReport(name, "ignored", inferred.type, inferred.reason))
             continue
+        if inferred.type == "category" and (distinct := keys(series).nunique()) > MAX_CATEGORIES:
+            warn(
+                f"column '{name}' has {distinct} distinct values: one-hot adds {distinct + 1} features, which overfit "
+                f"unless there are many rows per value; if it is a name, a date or a code, list the other columns in data.inputs"
+            )
         plan.append((name, inferred.type, {}))
         reports.append(ColumnReport(name, "input", inferred.type, inferred.reason))
     return plan

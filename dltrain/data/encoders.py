@@ -378,6 +378,8 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
     present = present[~keys(present).isna()]  # missing markers ('?', '-') are not values
+    if present.dtype == object and bool(present.map(lambda v: isinstance(v, (list, tuple, dict))).any()):
+        return Inferred("lists", "cells hold lists or mappings (give type sequence for lists of numbers)")
     distinct = keys(present).nunique()
     text = present.astype("string")
     lowered = text.str.lower()
@@ -406,9 +408,17 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
 
 def looks_like_id(series: pd.Series) -> bool:
     """A column of whole numbers or text with a different value in every filled row (at least 20 rows, a few gaps allowed)."""
+    if series.dtype == object and bool(series.map(lambda v: isinstance(v, (list, tuple, dict))).any()):
+        return False
     present = series[~is_missing(series)]
     if len(present) < 20 or len(present) < NUMERIC_SHARE * len(series):
         return False
+    if not pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        numbers, bad = parse_numbers(present)
+        if bad.sum() <= (1 - NUMERIC_SHARE) * len(present):  # numbers written as text: prices are not ids
+            present = numbers.dropna()
+            if not bool((present % 1 == 0).all()):
+                return False
     if pd.api.types.is_float_dtype(series) and not bool((present % 1 == 0).all()):
         return False
     if pd.api.types.is_bool_dtype(series):
