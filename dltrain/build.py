@@ -65,7 +65,12 @@ def build_loss(component: Component) -> tuple[LossEntry, nn.Module]:
     entry = loss_registry().get(component.name)
     extra, kwargs = bind(component, entry.signature)
     params = {p.name: p.annotation for p in entry.signature.params}
-    return entry, entry.factory(*extra, **{k: to_argument(v, params.get(k)) for k, v in kwargs.items()})
+    try:
+        return entry, entry.factory(*extra, **{k: to_argument(v, params.get(k)) for k, v in kwargs.items()})
+    except ComponentError:
+        raise
+    except Exception as error:  # the loss's constructor checks its arguments its own way
+        raise ComponentError(f"{component.name}: {_first_line(error)}", ("loss",)) from None
 
 
 def metric_names(cfg: LoadedConfig, target_type: str) -> tuple[str, ...]:
@@ -117,8 +122,10 @@ def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch
     with located(cfg):
         try:
             optimizer = build_optimizer(cfg.optimizer, model.parameters())
-        except (TypeError, ValueError) as error:
-            raise ComponentError(f"{cfg.optimizer.name}: {error}", ("optimizer",)) from None
+        except ComponentError:
+            raise
+        except Exception as error:  # the optimizer's own checks raise TypeError, ValueError, IndexError...
+            raise ComponentError(f"{cfg.optimizer.name}: {_first_line(error)}", ("optimizer",)) from None
         scheduler = None
         if cfg.scheduler is not None:
             epochs = cfg.config.train.epochs
@@ -127,15 +134,70 @@ def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch
                 raise ComponentError("ReduceLROnPlateau watches the monitored value once per epoch: use interval: epoch", ("scheduler",))
             try:
                 scheduler = build_scheduler(cfg.scheduler, optimizer, total, "max" if higher_is_better else "min")
-            except (TypeError, ValueError) as error:
-                raise ComponentError(f"{cfg.scheduler.name}: {error}", ("scheduler",)) from None
+            except ComponentError:
+                raise
+            except Exception as error:
+                raise ComponentError(f"{cfg.scheduler.name}: {_first_line(error)}", ("scheduler",)) from None
     return optimizer, scheduler
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def rehearse(built: Built) -> None:
+    """One training step on copies, on the CPU, before anything is written: every part of the config
+    that only fails when it runs (a loss weight of the wrong length, `reduction: none`, an optimizer
+    that needs a closure, BatchNorm on batches of one, an augmentation's bad argument, a scheduler's
+    argument of the wrong type) fails here with the key to change, instead of as a traceback in epoch 1.
+    """
+
+    cfg, train = built.cfg, built.data.splits["train"]
+    monitor = cfg.config.train.monitor
+    if "val" not in built.data.splits and monitor.startswith("val_"):
+        raise cfg.error(("train", "monitor"), f"{monitor} needs a validation split, and this data has no val rows: monitor train_loss, or give data.split a val part")
+    if train.x is None:  # streamed: the first batch is read by the trainer
+        return
+    size = min(cfg.config.data.batch_size, len(train.y))
+    x, y = train.x[:size], train.y[:size]
+
+    def attempt(path: tuple, what: str, step):
+        try:
+            return step()
+        except DltrainError:
+            raise
+        except Exception as error:  # torch reports these problems with many exception types
+            raise cfg.error(path, f"{what} fails on a batch of {size} training rows: {_first_line(error)}") from None
+
+    with torch.random.fork_rng(devices=[]):  # the run's random numbers stay as if nothing happened here
+        _rehearse_step(built, cfg, x, y, attempt, monitor)
+
+
+def _rehearse_step(built: Built, cfg: LoadedConfig, x, y, attempt, monitor: str) -> None:
+    import copy
+
+    train = built.data.splits["train"]
+    transform = built.data.schema.batch_transform(train=True)
+    if transform is not None:
+        x = attempt(("data", "inputs"), "the column's augmentation or normalization", lambda: transform(x, torch.Generator().manual_seed(0)))
+    model = copy.deepcopy(built.model).train()
+    loss_fn = copy.deepcopy(built.loss_fn)
+    output = attempt(("model", "layers"), "the model", lambda: model(x))
+    loss = attempt(("loss",), cfg.loss.name, lambda: loss_fn(output, y))
+    if loss.numel() != 1:
+        raise cfg.error(("loss",), f"{cfg.loss.name} gives {tuple(loss.shape)} values per batch, not one number to minimize: leave out reduction (or use mean or sum)")
+    attempt(("loss",), cfg.loss.name, lambda: loss.backward())
+    steps = count_batches(len(train.y), cfg.config.data.batch_size)
+    optimizer, scheduler = optimizer_and_scheduler(cfg, model, steps, higher_is_better(monitor))
+    attempt(("optimizer",), cfg.optimizer.name, lambda: optimizer.step())
+    if scheduler is not None:
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        attempt(("scheduler",), cfg.scheduler.name, lambda: scheduler.step(float(loss)) if plateau else scheduler.step())
 
 
 def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Built:
     """`dltrain check`: everything `fit` does before its first batch; raises the errors `fit` would raise."""
     cfg = load_config(config, list(overrides))
     built = build(cfg)
-    steps = count_batches(len(built.data.splits["train"].y), cfg.config.data.batch_size)
-    optimizer_and_scheduler(cfg, built.model, steps, higher_is_better(cfg.config.train.monitor))
+    rehearse(built)
     return built

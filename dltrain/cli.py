@@ -48,6 +48,12 @@ def _run(action: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         _print_error("interrupted")
         raise typer.Exit(130) from None
+    except OSError as error:  # a path that cannot be made or written (a full disk, a read-only folder)
+        if _state["debug"]:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename else ""
+        _print_error(f"{where}{error.strerror or error}. Nothing was half-written; give a path where dltrain can write")
+        raise typer.Exit(1) from None
     except Exception as error:  # interrupted training arrives as its own type
         from dltrain.train.trainer import Interrupted
 

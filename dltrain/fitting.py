@@ -9,7 +9,7 @@ import torch
 
 import dltrain
 from dltrain import console
-from dltrain.build import Built, build, build_loss, located, optimizer_and_scheduler
+from dltrain.build import Built, build, build_loss, located, optimizer_and_scheduler, rehearse
 from dltrain.config import LoadedConfig, load_config
 from dltrain.config.yaml import dump_yaml
 from dltrain.console import note, warn
@@ -91,6 +91,10 @@ def _fit(config, overrides: list[str], out, init_from, progress: bool, group: Gr
     cfg = load_config(config, overrides)
     _setup_torch(cfg)
     built = build(cfg)
+    rehearse(built)
+    resolve_device_located(cfg, group)
+    if init_from is not None:
+        load_checkpoint(init_from)  # a bad --init-from is said before a run directory is made
     # rank 0 chooses the run directory and tells the others
     chosen = None
     if group.main:
@@ -103,6 +107,24 @@ def _fit(config, overrides: list[str], out, init_from, progress: bool, group: Gr
         raise run_path
     note(f"run directory: {run_path}")
     # from here on a signal is answered with a last.pt that --resume can start from
+    try:
+        return _fit_in(cfg, built, run_path, init_from, progress, group)
+    except DltrainError as error:
+        if group.main and error.exit_code == 2:
+            _remove_if_unused(run_path, keep_folder=out is not None)
+        raise
+
+
+def _remove_if_unused(run_path: Path, keep_folder: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its name)."""
+    if run_path.is_dir() and {p.name for p in run_path.iterdir()} <= {"config.yaml", "data.json"}:
+        for name in ("config.yaml", "data.json"):
+            (run_path / name).unlink(missing_ok=True)
+        if not keep_folder:
+            run_path.rmdir()
+
+
+def _fit_in(cfg: LoadedConfig, built: Built, run_path: Path, init_from, progress: bool, group: Group) -> FitResult:
     with catch_signals() as stop:
         static = _static(cfg, built)
         if group.main:
@@ -129,6 +151,8 @@ def _make_run_dir(cfg: LoadedConfig, out: str | Path | None) -> Path:
     if out is None:
         return new_run_dir(cfg.config.train.out_dir, cfg.name)
     path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: a file, not a folder; give a new folder for the run")
     if path.exists() and any(path.iterdir()):
         raise UsageError(f"--out {path}: the folder exists and is not empty; dltrain never writes over a run")
     path.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,13 @@ def _history(run: Path) -> tuple[pd.DataFrame, str]:
     metrics = Path(run) / "metrics.csv"
     if not metrics.is_file():
         raise CheckpointError(f"{run}: no metrics.csv here; is it a run directory with at least one epoch?")
-    frame = pd.read_csv(metrics)
+    try:
+        frame = pd.read_csv(metrics)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        frame = pd.DataFrame()
+    if "epoch" not in frame.columns or "train_loss" not in frame.columns or frame.empty:
+        raise CheckpointError(f"{metrics}: not a metrics.csv that dltrain wrote (it needs the columns epoch and train_loss, one row per epoch)")
+    frame = frame.apply(pd.to_numeric, errors="coerce")
     monitor = "val_loss"
     config = Path(run) / "config.yaml"
     if config.is_file():
@@ -59,6 +65,10 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
     if not runs:
         raise DltrainError("give at least one run directory to plot")
     output = Path(output) if output else (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    if output.is_dir():
+        raise DltrainError(f"--output {output}: a folder; give a file name such as {output / 'curves.png'}")
+    if output.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        raise DltrainError(f"--output {output}: give a picture file ending in .png (or .svg, .pdf, .jpg)")
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     curves, metric_curves = 0, 0
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -6,12 +6,13 @@ import csv
 import io
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dltrain.errors import CheckpointError, WriteError
+from dltrain.errors import CheckpointError, UsageError, WriteError
 from dltrain.files import write_atomic, write_text
 
 FORMAT = "dltrain-checkpoint"
@@ -21,6 +22,8 @@ FORMAT_VERSION = 1
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
     """`out_dir/name`, or `name-2`, `name-3`, ... when taken; created here, so two runs never share one."""
     base = Path(out_dir)
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"train.out_dir {base}: a file, not a folder; runs go in a folder")
     base.mkdir(parents=True, exist_ok=True)
     for n in range(1, 100_000):
         path = base / (name if n == 1 else f"{name}-{n}")
@@ -123,6 +126,9 @@ def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best.pt") -> Pa
     return path
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages carry terminal colours
+
+
 def load_checkpoint(run_or_checkpoint: str | Path, which: str = "best.pt") -> dict:
     """Load a checkpoint with `weights_only=True`: it can never run code. Anything else is refused."""
     path = checkpoint_path(run_or_checkpoint, which)
@@ -131,18 +137,33 @@ def load_checkpoint(run_or_checkpoint: str | Path, which: str = "best.pt") -> di
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain values, so it is not a "
-            f"dltrain checkpoint and loading it could run code ({str(error).splitlines()[0][:200]})"
+            f"dltrain checkpoint and loading it could run code ({_ANSI.sub('', str(error)).splitlines()[0][:200]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a PyTorch file): {first}") from None
+    except Exception:  # torch.load fails in many ways on a file that is not one of its own (IndexError on a CSV)
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: it is truncated, or not a file that torch.save wrote. "
+            "Give a run directory or its best.pt / last.pt"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dltrain checkpoint (it has no '{FORMAT}' marker)")
-    if state.get("format_version", 0) > FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: not a dltrain checkpoint (its format_version is {version!r}, not a number)")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: written by a newer dltrain ({state.get('dltrain_version')}); upgrade dltrain to load it"
+            f"{path}: written by a newer dltrain (checkpoint format {version}; this dltrain {dltrain_version()} reads "
+            f"format {FORMAT_VERSION} and older); upgrade dltrain to load it"
         )
+    missing = [key for key in ("model", "config", "encoders") if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: a damaged dltrain checkpoint: it has no {', '.join(missing)}")
     return state
+
+
+def dltrain_version() -> str:
+    import dltrain
+
+    return getattr(dltrain, "__version__", "?")
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:

@@ -27,8 +27,12 @@ def list_runs(folder: str | Path = "runs") -> list[RunRow]:
     from dltrain.train.metrics import higher_is_better
 
     folder = Path(folder)
+    if not folder.is_dir() and folder != Path("runs"):  # no runs/ yet is simply no runs
+        from dltrain.errors import UsageError
+
+        raise UsageError(f"{folder}: no such folder; give the folder that holds the runs (train.out_dir, runs/ by default)")
     rows = []
-    for metrics in sorted(folder.glob("*/metrics.csv")):
+    for metrics in sorted(folder.glob("*/metrics.csv")) if folder.is_dir() else []:
         run = metrics.parent
         try:
             frame = pd.read_csv(metrics)

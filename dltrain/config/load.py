@@ -148,8 +148,12 @@ def _apply_override(raw: dict, path: tuple, value: Any) -> None:
 
 def _step(node: Any, part: Any, path: tuple, create: bool) -> Any:
     if isinstance(node, dict):
+        top_component = len(path) == 1 and part in ("loss", "optimizer", "scheduler")
         if part not in node or node[part] is None:
-            node[part] = {}
+            # optimizer.lr=0.1 on a file without an optimizer: the default optimizer with that lr
+            node[part] = {"type": "Adam", "lr": 1e-3} if path == ("optimizer",) else {}
+        elif top_component and isinstance(node[part], str):  # `optimizer: SGD` given an argument
+            node[part] = {"type": node[part]}
         return node[part]
     if isinstance(node, list):
         if not isinstance(part, int) or part >= len(node):
@@ -293,6 +297,8 @@ _TYPE_ERRORS = {"string_type", "model_type", "model_attributes_type", "dict_type
 def _message(item: dict, path: tuple) -> str:
     if item["type"] == "string_pattern_mismatch" and path[-1:] == ("device",):
         return "expected auto, cpu, cuda, cuda:N or mps"
+    if item["type"] == "string_pattern_mismatch" and path == ("name",):
+        return "expected a folder name for the run under train.out_dir, without / or \\ and not . or .."
     if item["type"] == "union_tag_invalid":
         return "expected ratios {train, val, test}, {column: NAME} or files {train: PATH, ...}"
     template = _MESSAGES.get(item["type"])

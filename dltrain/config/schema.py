@@ -118,8 +118,8 @@ class Model(_Section):
 
 
 class Config(_Section):
-    name: str | None = Field(None, description="the run's name; default: the config file's stem")
-    seed: int = Field(0, description="one seed for splits, initial weights and shuffling")
+    name: str | None = Field(None, pattern=r"^[^/\\]*[^/\\.][^/\\]*$", description="the run's name, a folder name under train.out_dir (no /); default: the config file's stem")
+    seed: int = Field(0, ge=0, lt=2**32, description="one seed for splits, initial weights and shuffling")
     data: Data
     model: Model
     loss: Any = Field(description="a torch.nn loss: CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, ...")

@@ -45,6 +45,8 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
     text = loader.construct_scalar(node).lower()
     if text.endswith("inf"):
         return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
     return float(text)
 
 
@@ -85,6 +87,8 @@ def load_yaml(text: str, origin: str) -> tuple[Any, dict[Path_, int]]:
         raise YamlError([Problem(where, "", f"YAML syntax error: {what}")]) from None
     except yaml.YAMLError as error:
         raise YamlError([Problem(origin, "", f"YAML error: {error}")]) from None
+    except RecursionError:
+        raise YamlError([Problem(origin, "", "YAML nested too deeply, or an alias that contains itself (&a [*a])")]) from None
     finally:
         loader.dispose()
     if problems:

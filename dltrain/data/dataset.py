@@ -247,6 +247,8 @@ class LabelsAndSplit:
         # rows without a target cannot be learned from or scored
         has_target = keys(labels[target_column]).notna().to_numpy()
         dropped = int((~has_target).sum())
+        if not has_target.any():
+            raise DataError(f"column '{target_column}', the target, is empty in every row of {label}: give a column that holds what to predict", key=("data", "target"))
         if dropped:
             warn(f"{dropped} row(s) of {label} have no value in target column '{target_column}': dropped")
         target_type, how = _target_type(data.target, labels[target_column][has_target], loss, label)

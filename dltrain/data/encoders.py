@@ -214,6 +214,16 @@ def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series
             f"column '{column}' is numeric: {count} cell(s) of text ({examples}) are read as missing values"
             + (", filled with the training mean" if not fitting else ""),
         )
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        mask = pd.Series(infinite, index=series.index)
+        if fitting:
+            raise DataError(
+                f"column '{column}' holds {int(infinite.sum())} value(s) that are infinite or too large for a float "
+                f"(the first in data row {_row(series, mask)}: {series[mask].iloc[0]}); give finite numbers, or leave the cells empty"
+            )
+        warn_once((column, "infinite"), f"column '{column}': {int(infinite.sum())} infinite value(s) are read as missing values, filled with the training mean")
+        values = values.mask(mask)
     return values
 
 
