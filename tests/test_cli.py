@@ -282,3 +282,61 @@ def test_evaluate_on_a_file_and_warns_when_the_data_changed(workdir, cli):
     assert changed.code == 0 and "the data of this run changed since it was trained" in changed.stderr
     missing = cli("evaluate", "r", "--split", "train", "--data", "nowhere.csv")
     assert missing.code == 2 and "nowhere.csv: file not found" in missing.stderr
+
+
+# ----- what runs only when trained: said by check, and by fit before a run directory exists
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "fragment"),
+    [
+        ("loss={type: CrossEntropyLoss, weight: [1, 2]}", "loss", "weight tensor should be defined"),
+        ("loss={type: CrossEntropyLoss, reduction: none}", "loss", "not one number to minimize"),
+        ("loss={type: CrossEntropyLoss, label_smoothing: 2}", "loss", "label_smoothing"),
+        ("loss={type: CrossEntropyLoss, weight: abc}", "loss", "weight"),
+        ("optimizer={type: LBFGS}", "optimizer", "closure"),
+        ("optimizer={type: Adam, betas: [0.9]}", "optimizer", "Adam"),
+        ("scheduler={type: CosineAnnealingLR, T_max: 0}", "scheduler", "CosineAnnealingLR"),
+        ("scheduler={type: StepLR, step_size: abc}", "scheduler", "StepLR"),
+        ("model.layers=[{Linear: 8}, BatchNorm1d, ReLU, {Linear: auto}]", "model.layers", "more than 1 value per channel"),
+    ],
+)
+def test_what_fails_only_when_run_is_found_before_training(workdir, cli, override, key, fragment):
+    extra = ["data.batch_size=1"] if "BatchNorm1d" in override else []
+    checked = cli("check", "configs/iris.yaml", override, *extra)
+    assert checked.code == 2 and "Traceback" not in checked.output
+    message = " ".join(checked.stderr.split())
+    assert f"command line: {key}:" in message and fragment in message, message
+    fitted = cli("fit", "configs/iris.yaml", override, *extra)
+    assert fitted.code == 2 and not (workdir / "runs").exists()  # no half-made run directory
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("check", "configs/iris.yaml", "optimizer.lr=.nan"), "Invalid learning rate: nan"),
+        (("check", "configs/iris.yaml", "seed=-1"), "seed: expected a number of at least 0"),
+        (("check", "configs/iris.yaml", "name=../../elsewhere"), "expected a folder name for the run"),
+        (("evaluate", "data/iris.csv"), "not a readable checkpoint"),
+        (("fit", "configs/iris.yaml", "--out", "configs/iris.yaml"), "a file, not a folder"),
+        (("runs", "nowhere"), "no such folder"),
+    ],
+)
+def test_bad_arguments_are_exit_2_with_a_message(workdir, cli, args, fragment):
+    result = cli(*args)
+    assert result.code == 2, result.output
+    assert fragment in " ".join(result.stderr.split()) and "Traceback" not in result.output
+
+
+def test_an_infinite_number_names_its_column(workdir, cli):
+    table = pd.read_csv("data/iris.csv")
+    table.loc[3, "sepal_width"] = float("inf")
+    table.to_csv("data/iris.csv", index=False)
+    result = cli("check", "configs/iris.yaml")
+    assert result.code == 2 and "column 'sepal_width' holds 1 value(s) that are infinite" in " ".join(result.stderr.split())
+
+
+def test_a_self_containing_yaml_alias_is_a_message(workdir, cli):
+    write(workdir / "loop.yaml", "a: &x [*x]\n")
+    result = cli("check", "loop.yaml")
+    assert result.code == 2 and "an alias that contains itself" in result.stderr

@@ -41,7 +41,7 @@ def table(n: int = 40, seed: int = 0) -> pd.DataFrame:
 def config(source, target="label", loss="CrossEntropyLoss", **data) -> dict:
     """A config dict; `source=None` when data.split gives the files."""
     data = {"target": target, **data} if source is None else {"source": str(source), "target": target, **data}
-    return {"seed": 0, "data": data, "model": {"layers": [{"Linear": 8}, "ReLU", {"Linear": "auto"}]}, "loss": loss}
+    return {"seed": 0, "data": data, "model": {"layers": [{"Linear": 8}, "ReLU", {"Linear": "auto"}]}, "loss": loss, "train": {"monitor": "train_loss"}}
 
 
 def saved(tmp_path, frame: pd.DataFrame, name: str = "t.csv"):
