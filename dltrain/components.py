@@ -195,6 +195,12 @@ def bind(
         if key in kwargs:
             raise ComponentError(f"{what}: argument '{key}' is given twice (by position and by name)")
         kwargs[key] = value
+    params = {p.name: p for p in signature.params}
+    for key, value in kwargs.items():
+        if key in params:
+            expected = _expected(params[key].annotation)
+            if expected is not None and value != "auto" and not _accepts(expected, value):  # auto: dltrain fills it
+                raise ComponentError(f"{what}: argument '{key}' takes {_describe(expected)}, found {value!r}")
     missing = [
         p.name
         for p in signature.params
@@ -208,6 +214,72 @@ def bind(
             f"{what} needs argument(s) {', '.join(missing)}. It takes: {signature_text(signature, inferred)}"
         )
     return extra, kwargs
+
+
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _expected(annotation: Any) -> set | None:
+    """What an argument's annotation allows, as kinds we can check ('int', 'float', 'bool', 'str',
+    'tuple', 'none'); None when the annotation is something we do not check (then anything goes)."""
+    import types
+    import typing
+
+    import torch
+
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        text = annotation.replace(" ", "")
+        if text in _KINDS:
+            return {text}
+        if text.startswith(("Iterable[", "Sequence[", "list[", "tuple[", "List[", "Tuple[")):
+            return {"tuple"}
+        return None
+    if annotation in (int, float, bool, str):
+        return {annotation.__name__}
+    if annotation is type(None):
+        return {"none"}
+    if annotation is torch.Tensor:
+        return {"tuple"}  # a list of numbers becomes a tensor
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds: set = set()
+        for member in typing.get_args(annotation):
+            allowed = _expected(member)
+            if allowed is None:
+                return None
+            kinds |= allowed
+        return kinds
+    if origin in (tuple, list) or (origin is not None and getattr(origin, "__name__", "") in ("Iterable", "Sequence")):
+        return {"tuple"}
+    if origin is typing.Literal:
+        return {"str"} if all(isinstance(a, str) for a in typing.get_args(annotation)) else None
+    return None
+
+
+def _accepts(kinds: set, value: Any) -> bool:
+    if value is None:
+        return True  # None means the constructor's own default in most of torch
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return bool(kinds & {"int", "float"})
+    if isinstance(value, float):
+        return "float" in kinds or ("int" in kinds and value.is_integer())
+    if isinstance(value, str):
+        return "str" in kinds
+    if isinstance(value, (list, tuple)):
+        return "tuple" in kinds
+    return True
+
+
+def _describe(kinds: set) -> str:
+    names = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a name", "tuple": "a list", "none": "null"}
+    order = ["int", "float", "bool", "str", "tuple", "none"]
+    if {"int", "float"} <= kinds:
+        kinds = kinds - {"int"}
+    return " or ".join(names[k] for k in order if k in kinds)
 
 
 def signature_text(signature: Signature, inferred: tuple[str, ...] = ()) -> str:

@@ -340,3 +340,16 @@ def test_a_self_containing_yaml_alias_is_a_message(workdir, cli):
     write(workdir / "loop.yaml", "a: &x [*x]\n")
     result = cli("check", "loop.yaml")
     assert result.code == 2 and "an alias that contains itself" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.layers.0.Linear=abc", "model.layers.0: Linear: argument 'out_features' takes a whole number, found 'abc'"),
+        ("optimizer.betas=0.9", "optimizer: Adam: argument 'betas' takes a list, found 0.9"),
+        ("optimizer.weight_decay=abc", "optimizer: Adam: argument 'weight_decay' takes a number, found 'abc'"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_names_it_and_what_it_takes(workdir, cli, override, message):
+    result = cli("check", "configs/iris.yaml", override)
+    assert result.code == 2 and f"command line: {message}" in " ".join(result.stderr.split())

@@ -97,6 +97,9 @@ def resolve_path(value: str, base_dir: Path, error) -> Path:
 
 
 def where(lines: dict, origin: str, path: tuple) -> str:
+    # a problem with a part that the command line changed (optimizer, after optimizer.lr=...) is the command line's
+    if path and any(source == COMMAND_LINE and key[: len(path)] == path for key, (source, _) in lines.items()):
+        return COMMAND_LINE
     for end in range(len(path), -1, -1):
         found = lines.get(path[:end])
         if found is not None:
