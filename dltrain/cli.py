@@ -86,7 +86,8 @@ def fit(
         if len(configs) > 1:
             raise UsageError(f"expected one config file, found {len(configs)}: {', '.join(configs)} (overrides are KEY=VALUE)")
         if resume is not None and (configs or out or init_from or device):
-            raise UsageError("--resume continues a run with its own config: give only train.* overrides with it")
+            given = ", ".join(x for x, on in ((f"the config {configs[0]}" if configs else "", bool(configs)), ("--out", bool(out)), ("--init-from", bool(init_from)), ("--device", bool(device))) if on)
+            raise UsageError(f"--resume continues a run with its own config, folder, weights and device: leave out {given} (train.* overrides may go with it)")
         if resume is None and not configs:
             raise UsageError("give a config file (dltrain fit configs/iris.yaml), or --resume RUN")
         if resume is None and not Path(configs[0]).exists():

@@ -49,7 +49,7 @@ def parse_component(value: Any, path: tuple = (), what: str = "component") -> Co
     if isinstance(value, dict) and len(value) == 1:
         ((name, arguments),) = value.items()
         if not isinstance(name, str):
-            raise ComponentError(f"expected a {what} name as the key, found {name!r}")
+            raise ComponentError(f"expected {_article(what)} {what} name as the key, found {name!r}")
         if arguments is None:
             return Component(name, (), {}, path)
         if isinstance(arguments, dict):
@@ -58,11 +58,19 @@ def parse_component(value: Any, path: tuple = (), what: str = "component") -> Co
         if isinstance(arguments, list):
             return Component(name, tuple(arguments), {}, path)
         return Component(name, (arguments,), {}, path)
+    name, one_key, typed = _EXAMPLES.get(what, _EXAMPLES["layer"])
     raise ComponentError(
-        f"expected a {what}: a name (`ReLU`), a one-key mapping (`Linear: 64`, "
-        f"`Dropout: {{p: 0.2}}`) or a mapping with `type` (`{{type: Adam, lr: 0.001}}`); "
-        f"found {_show(value)}"
+        f"expected {_article(what)} {what}: a name (`{name}`), a one-key mapping (`{one_key}`) "
+        f"or a mapping with `type` (`{typed}`); found {_show(value)}"
     )
+
+
+_EXAMPLES = {
+    "layer": ("ReLU", "Linear: 64", "{type: Dropout, p: 0.2}"),
+    "loss": ("CrossEntropyLoss", "HuberLoss: {delta: 0.5}", "{type: CrossEntropyLoss, label_smoothing: 0.1}"),
+    "optimizer": ("Adam", "SGD: {lr: 0.1}", "{type: AdamW, lr: 0.001}"),
+    "scheduler": ("CosineAnnealingLR", "StepLR: {step_size: 10}", "{type: StepLR, step_size: 10, gamma: 0.5}"),
+}
 
 
 def _check_keys(kwargs: dict) -> None:
@@ -122,7 +130,8 @@ class Registry(Generic[E]):
         if not hint:
             shown = self.names()
             listing = ", ".join(shown[:30]) + (", ..." if len(shown) > 30 else "")
-            hint = f" Known {self.kind}s: {listing}.{self.see_also}"
+            plural = self.kind + ("es" if self.kind.endswith("s") else "s")
+            hint = f" Known {plural}: {listing}.{self.see_also}"
         raise ComponentError(f"unknown {self.kind} '{name}'.{hint}")
 
     def get(self, name: str) -> E:
@@ -280,6 +289,10 @@ def _describe(kinds: set) -> str:
     if {"int", "float"} <= kinds:
         kinds = kinds - {"int"}
     return " or ".join(names[k] for k in order if k in kinds)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def signature_text(signature: Signature, inferred: tuple[str, ...] = ()) -> str:

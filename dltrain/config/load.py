@@ -185,7 +185,7 @@ def load_config(
         path = Path(source)
         origin = str(source)
         if not path.is_file():
-            what = "a folder, not a config file" if path.is_dir() else "not found"
+            what = "is a folder, not a config file" if path.is_dir() else "not found"
             raise ConfigError([Problem(origin, "", f"config file {what}")])
         try:
             text = path.read_text(encoding="utf-8")

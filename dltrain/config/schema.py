@@ -50,6 +50,10 @@ class Files(_Section):
 
 
 def _split_kind(value: Any) -> str:
+    if isinstance(value, ByColumn):  # serializing a validated config
+        return "column"
+    if isinstance(value, Files):
+        return "files"
     if isinstance(value, dict):
         if "column" in value:
             return "column"

@@ -36,6 +36,8 @@ Decoder = Callable[[str, dict], "np.ndarray | str"]
 
 
 def reason(error: Exception) -> str:
+    if isinstance(error, EOFError):
+        return "the file ends early (truncated)"
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
