@@ -24,6 +24,8 @@ class HFlip:
     """Mirror left-right, each image with probability p."""
 
     def __init__(self, p: float = 0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"p is a probability from 0 to 1, found {p}")
         self.p = float(p)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -43,6 +45,8 @@ class Crop:
     """Pad by `padding` pixels (with `fill`), then cut the original size back out at a random place."""
 
     def __init__(self, padding: int = 4, fill: float = 0.0):
+        if padding < 0 or padding != int(padding):
+            raise ValueError(f"padding is a whole number of pixels, 0 or more, found {padding}")
         self.padding, self.fill = int(padding), float(fill)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -62,6 +66,8 @@ class Rotate:
     """Turn each image by a random angle in [-degrees, degrees] about its centre."""
 
     def __init__(self, degrees: float = 15.0, fill: float = 0.0):
+        if not 0 <= degrees <= 180:
+            raise ValueError(f"degrees is the largest turn, from 0 to 180, found {degrees}")
         self.degrees, self.fill = float(degrees), float(fill)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -78,6 +84,8 @@ class Brightness:
     """Scale each image's values by a random factor in [1 - factor, 1 + factor]."""
 
     def __init__(self, factor: float = 0.2):
+        if not 0 <= factor <= 1:
+            raise ValueError(f"factor is how far values may be scaled, from 0 to 1, found {factor}")
         self.factor = float(factor)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -89,6 +97,8 @@ class Contrast:
     """Move each image's values towards or away from its mean by a random factor in [1 - factor, 1 + factor]."""
 
     def __init__(self, factor: float = 0.2):
+        if not 0 <= factor <= 1:
+            raise ValueError(f"factor is how far values may be scaled, from 0 to 1, found {factor}")
         self.factor = float(factor)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -111,7 +121,11 @@ def parse_augmentations(values: list, path: tuple = ()) -> list[Component]:
     for index, value in enumerate(values):
         component = parse_component(value, (*path, index), "augmentation")
         factory = AUGMENTATIONS.get(component.name)
-        bind(component, Signature.of(factory))
+        extra, kwargs = bind(component, Signature.of(factory))
+        try:
+            factory(*extra, **kwargs)  # its own range checks
+        except ValueError as error:
+            raise ComponentError(f"{component.name}: {error}", (*path, index)) from None
         parsed.append(Component(AUGMENTATIONS.resolve(component.name), component.args, component.kwargs, component.path))
     return parsed
 

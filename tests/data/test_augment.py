@@ -63,3 +63,20 @@ def test_unknown_names_and_arguments_are_explained():
         parse_augmentations([{"crop": {"pad": 4}}])
     with pytest.raises(ComponentError, match="augment is a list"):
         parse_augmentations("hflip")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ({"crop": {"padding": -4}}, "padding is a whole number of pixels, 0 or more, found -4"),
+        ({"brightness": -5}, "factor is how far values may be scaled, from 0 to 1, found -5"),
+        ({"hflip": {"p": 7}}, "p is a probability from 0 to 1, found 7"),
+        ({"rotate": "abc"}, "argument 'degrees' takes a number, found 'abc'"),
+    ],
+)
+def test_arguments_out_of_range_are_refused_when_the_config_is_read(value, fragment):
+    from dltrain.components import ComponentError
+    from dltrain.data.augment import parse_augmentations
+
+    with pytest.raises(ComponentError, match=fragment.replace("(", r"\(")):
+        parse_augmentations([value])
