@@ -75,8 +75,5 @@ def test_unknown_names_and_arguments_are_explained():
     ],
 )
 def test_arguments_out_of_range_are_refused_when_the_config_is_read(value, fragment):
-    from dltrain.components import ComponentError
-    from dltrain.data.augment import parse_augmentations
-
     with pytest.raises(ComponentError, match=fragment.replace("(", r"\(")):
         parse_augmentations([value])
