@@ -214,6 +214,22 @@ def predict(
 _OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
 
+def _is_predictions(path: Path) -> bool:
+    """A file that `predict` wrote before (it may be written again): it has a `prediction` column."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(path).names
+        elif path.suffix.lower() in (".json", ".jsonl"):
+            columns = list(pd.read_json(path, lines=True, nrows=1).columns) if path.stat().st_size else []
+        else:
+            columns = list(pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns)
+    except Exception:  # unreadable as that format: not ours
+        return path.stat().st_size == 0
+    return "prediction" in columns
+
+
 def _output_path(output: str | Path, input: object) -> Path:
     """Where predictions go: never over the input itself; the format from the suffix (CSV unless .tsv, .parquet, .json/.jsonl)."""
     path = Path(output)
@@ -226,6 +242,11 @@ def _output_path(output: str | Path, input: object) -> Path:
             same = False
         if same:
             raise UsageError(f"--output {path}: that is the input file; dltrain never writes over data. Give another file")
+    if path.is_file() and not _is_predictions(path):
+        raise UsageError(
+            f"--output {path}: the file exists and is not an earlier predictions file (it has no 'prediction' column); "
+            "dltrain never writes over data. Give another name, or remove it first"
+        )
     if path.suffix and path.suffix.lower() not in _OUTPUT_SUFFIXES:
         raise UsageError(f"--output {path}: unknown suffix {path.suffix!r}; predictions are written as {', '.join(_OUTPUT_SUFFIXES)}")
     return path

@@ -118,6 +118,12 @@ def test_predict_never_writes_over_its_input_and_writes_the_suffixs_format(workd
     assert cli("predict", "r", "rows.parquet", "--output", "p.parquet").code == 0
     assert len(pd.read_parquet("p.parquet")) == len(table)
     assert cli("predict", "r", "rows.parquet", "--output", "p.xlsx").code == 2
+    # an earlier predictions file is written again; any other file is the user's and is kept
+    assert cli("predict", "r", "rows.parquet", "--output", "p.parquet").code == 0
+    table.to_csv("mine.csv", index=False)
+    kept = cli("predict", "r", "rows.parquet", "--output", "mine.csv")
+    assert kept.code == 2 and "is not an earlier predictions file" in " ".join(kept.stderr.split())
+    assert pd.read_csv("mine.csv").equals(table)
 
 
 def test_predict_warns_of_values_training_never_saw(workdir, cli):
