@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,6 +148,12 @@ def _read_sql(source: ResolvedSource) -> pd.DataFrame:
             ) from None
         finally:
             connection.close()
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        raise DataError(
+            f"{url!r} is not a database url: expected dialect://..., like sqlite:///data/my.db or "
+            "postgresql://user@host/db",
+            key=("data", "source", "url"),
+        )
     try:
         import sqlalchemy
     except ImportError:
