@@ -132,6 +132,13 @@ def optimizer_and_scheduler(cfg: LoadedConfig, model: nn.Module, steps_per_epoch
             total = epochs if cfg.scheduler_interval == "epoch" else epochs * -(-steps_per_epoch // cfg.config.train.accumulate)
             if cfg.scheduler.name == "ReduceLROnPlateau" and cfg.scheduler_interval == "step":
                 raise ComponentError("ReduceLROnPlateau watches the monitored value once per epoch: use interval: epoch", ("scheduler",))
+            given_total = cfg.scheduler.kwargs.get("total_steps")
+            if cfg.scheduler.name == "OneCycleLR" and isinstance(given_total, int) and given_total < total:
+                raise ComponentError(
+                    f"OneCycleLR: total_steps {given_total} is less than the {total} {cfg.scheduler_interval}s of training "
+                    "(train.epochs x batches per epoch): leave total_steps out and dltrain fills it",
+                    ("scheduler",),
+                )
             try:
                 scheduler = build_scheduler(cfg.scheduler, optimizer, total, "max" if higher_is_better else "min")
             except ComponentError:
@@ -186,10 +193,17 @@ def _rehearse_step(built: Built, cfg: LoadedConfig, x, y, attempt, monitor: str)
     loss = attempt(("loss",), cfg.loss.name, lambda: loss_fn(output, y))
     if loss.numel() != 1:
         raise cfg.error(("loss",), f"{cfg.loss.name} gives {tuple(loss.shape)} values per batch, not one number to minimize: leave out reduction (or use mean or sum)")
+    for name, tensor in loss_fn.named_buffers():
+        if not bool(torch.isfinite(tensor).all()):
+            raise cfg.error(("loss",), f"{cfg.loss.name}: its {name} holds nan or infinite values: {tensor.tolist()}")
+    if not bool(torch.isfinite(loss).all()):
+        raise cfg.error(("loss",), f"{cfg.loss.name} is {float(loss)} on the first batch of training rows, before any step: check its arguments (a class weight of nan or inf?)")
     attempt(("loss",), cfg.loss.name, lambda: loss.backward())
     steps = count_batches(len(train.y), cfg.config.data.batch_size)
     optimizer, scheduler = optimizer_and_scheduler(cfg, model, steps, higher_is_better(monitor))
     attempt(("optimizer",), cfg.optimizer.name, lambda: optimizer.step())
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise cfg.error(("optimizer",), f"{cfg.optimizer.name}'s first step made the weights nan or infinite: check its arguments (lr: {optimizer.param_groups[0].get('lr')})")
     if scheduler is not None:
         plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         attempt(("scheduler",), cfg.scheduler.name, lambda: scheduler.step(float(loss)) if plateau else scheduler.step())

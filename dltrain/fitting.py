@@ -109,8 +109,8 @@ def _fit(config, overrides: list[str], out, init_from, progress: bool, group: Gr
     # from here on a signal is answered with a last.pt that --resume can start from
     try:
         return _fit_in(cfg, built, run_path, init_from, progress, group)
-    except DltrainError as error:
-        if group.main and error.exit_code == 2:
+    except DltrainError:
+        if group.main:  # a bad input, or training that failed before its first checkpoint
             _remove_if_unused(run_path, keep_folder=out is not None)
         raise
 

@@ -150,16 +150,16 @@ def _plan_columns(table, target: str) -> list[tuple[str, str, str]]:
         if series.isna().all():
             plan.append((column, "left out", "the column is empty"))
             continue
-        nested = bool(series.dropna().map(lambda v: isinstance(v, (list, dict))).any())
+        nested = bool(series.dropna().map(lambda v: isinstance(v, (list, tuple, dict)) or hasattr(v, "shape")).any())
         inferred = None if nested else _inferred(series.dropna(), is_target=False)
         if inferred is None:
             plan.append((column, "left out", "its cells hold lists or mappings; flatten them into columns (or give type sequence for lists of numbers)"))
             continue
         tabular = inferred.type in ("numeric", "binary", "category")
-        if tabular and looks_like_id(series):
-            plan.append((column, "id", "a different value in every row, so an id"))
-        elif tabular and inferred.type == "category" and _looks_like_dates(series):
+        if inferred.type in ("category", "text") and _looks_like_dates(series):
             plan.append((column, "left out", "dates: dltrain has no date type; add columns such as the year or month to use them"))
+        elif tabular and looks_like_id(series):
+            plan.append((column, "id", "a different value in every row, so an id"))
         elif inferred.type == "category" and (distinct := keys(series).nunique()) > MAX_CATEGORIES:
             plan.append((column, "left out", f"{distinct} distinct values, one-hot would add {distinct + 1} features; list it with type category to use it"))
         else:

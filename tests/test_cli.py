@@ -359,3 +359,13 @@ def test_a_self_containing_yaml_alias_is_a_message(workdir, cli):
 def test_an_argument_of_the_wrong_kind_names_it_and_what_it_takes(workdir, cli, override, message):
     result = cli("check", "configs/iris.yaml", override)
     assert result.code == 2 and f"command line: {message}" in " ".join(result.stderr.split())
+
+
+def test_non_finite_arguments_and_empty_paths_are_said_before_training(workdir, cli, tmp_path):
+    weight = cli("fit", "configs/iris.yaml", "loss={type: CrossEntropyLoss, weight: [1, 2, .nan]}")
+    assert weight.code == 2 and "its weight holds nan or infinite values" in weight.stderr
+    rate = cli("fit", "configs/iris.yaml", "optimizer.lr=.inf")
+    assert rate.code == 2 and "made the weights nan or infinite" in " ".join(rate.stderr.split())
+    cycle = cli("check", "configs/iris.yaml", "scheduler={type: OneCycleLR, max_lr: 0.1, total_steps: 3, interval: step}")
+    assert cycle.code == 2 and "total_steps 3 is less than" in " ".join(cycle.stderr.split())
+    assert not (workdir / "runs").exists()

@@ -26,6 +26,7 @@ from dltrain.data.media import (
     folder_table,
     list_items,
     map_files,
+    path_list,
     reason,
 )
 from dltrain.errors import DataError
@@ -149,6 +150,8 @@ class AudioEncoder(FileColumn):
             value = options.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 return f"{key} is a whole number of at least 1; found {value!r}"
+        if options.get("n_fft") is not None and options["n_fft"] < 4:
+            return f"n_fft is the window's length in samples, at least 4 (512 is usual); found {options['n_fft']!r}"
         duration = options.get("duration")
         if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration <= 0):
             return f"duration is a number of seconds above 0; found {duration!r}"
@@ -157,7 +160,7 @@ class AudioEncoder(FileColumn):
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> AudioEncoder:
         """Sample rate and duration from the training files' headers, unless given."""
-        paths = series.astype(str).tolist()
+        paths = path_list(series)
         rate, duration = options.get("sample_rate"), options.get("duration")
         if rate is None or duration is None:
             probes = map_files(probe_audio, paths, {}, "reading wav headers")

@@ -388,7 +388,7 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
     present = present[~keys(present).isna()]  # missing markers ('?', '-') are not values
-    if present.dtype == object and bool(present.map(lambda v: isinstance(v, (list, tuple, dict))).any()):
+    if present.dtype == object and bool(present.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any()):
         return Inferred("lists", "cells hold lists or mappings (give type sequence for lists of numbers)")
     distinct = keys(present).nunique()
     text = present.astype("string")
@@ -418,7 +418,7 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
 
 def looks_like_id(series: pd.Series) -> bool:
     """A column of whole numbers or text with a different value in every filled row (at least 20 rows, a few gaps allowed)."""
-    if series.dtype == object and bool(series.map(lambda v: isinstance(v, (list, tuple, dict))).any()):
+    if series.dtype == object and bool(series.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any()):
         return False
     present = series[~is_missing(series)]
     if len(present) < 20 or len(present) < NUMERIC_SHARE * len(series):

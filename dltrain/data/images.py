@@ -24,6 +24,7 @@ from dltrain.data.media import (
     folder_table,
     list_items,
     map_files,
+    path_list,
     reason,
 )
 from dltrain.errors import DataError
@@ -122,7 +123,7 @@ class ImageEncoder(FileColumn):
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> ImageEncoder:
         """Settle size and channels from the files' headers (mean and std come from `fit_encoded`)."""
-        paths = series.astype(str).tolist()
+        paths = path_list(series)
         size, channels = options.get("size"), options.get("channels")
         if size is None or channels is None:
             probes = map_files(probe_image, paths, {}, "reading image headers")

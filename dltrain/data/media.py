@@ -35,6 +35,14 @@ CHUNK = 256
 Decoder = Callable[[str, dict], "np.ndarray | str"]
 
 
+EMPTY_CELL = "<empty cell>"  # a row without a path: unreadable like a missing file, and said so
+
+
+def path_list(series: pd.Series) -> list[str]:
+    """The paths of a column as text; an empty cell becomes a path no file has, named in messages."""
+    return [value if isinstance(value, str) and value.strip() else EMPTY_CELL for value in series.tolist()]
+
+
 def reason(error: Exception) -> str:
     if isinstance(error, EOFError):
         return "the file ends early (truncated)"
@@ -282,7 +290,7 @@ class FileColumn:
 
     @staticmethod
     def fit_update(state: list, column: str, series: pd.Series, options: dict | None = None) -> None:
-        state.extend(series.astype(str).tolist())
+        state.extend(path_list(series))
 
     @classmethod
     def fit_finish(cls, column: str, state: list, options: dict, on_error: str = "raise"):
@@ -290,7 +298,7 @@ class FileColumn:
 
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         """The files of `series`, decoded (kept rows, *shape), and which rows were kept."""
-        decoded = decode_files(self.kind, series.astype(str).tolist(), type(self).decoder, self.decode_options(), self.shape, self.storage, use_cache)
+        decoded = decode_files(self.kind, path_list(series), type(self).decoder, self.decode_options(), self.shape, self.storage, use_cache)
         check_failures(decoded.failed, on_error, self.what)
         return decoded.values, decoded.kept
 

@@ -96,19 +96,30 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _read_csv(source: ResolvedSource) -> pd.DataFrame:
-    return pd.read_csv(source.path, **csv_options(source))
+    options = csv_options(source)
+    try:
+        return pd.read_csv(source.path, **options)
+    except UnicodeDecodeError:  # not UTF-8 further down than the first rows
+        if options.get("encoding"):
+            raise
+        _warn_once(source.path, f"{source.label}: not UTF-8; read as Windows-1252 (Latin-1). Save it as UTF-8 to be sure of its accents")
+        return pd.read_csv(source.path, **{**options, "encoding": "cp1252"})
 
 
-def _read_tsv(source: ResolvedSource) -> pd.DataFrame:
-    return pd.read_csv(source.path, **csv_options(source))
+_read_tsv = _read_csv
 
 
 def _read_parquet(source: ResolvedSource) -> pd.DataFrame:
     return pd.read_parquet(source.path)
 
 
+def _text_of(path: str) -> str:
+    with pd.io.common.get_handle(path, "r", encoding="utf-8", compression="infer") as handle:
+        return handle.handle.read()
+
+
 def _read_json(source: ResolvedSource) -> pd.DataFrame:
-    text = Path(source.path).read_text(encoding="utf-8")
+    text = _text_of(source.path)
     if not text.strip():
         raise pd.errors.EmptyDataError("no data")
     try:
@@ -118,7 +129,7 @@ def _read_json(source: ResolvedSource) -> pd.DataFrame:
 
 
 def _read_jsonl(source: ResolvedSource) -> pd.DataFrame:
-    if not Path(source.path).read_text(encoding="utf-8").strip():
+    if not _text_of(source.path).strip():
         raise pd.errors.EmptyDataError("no data")
     return pd.read_json(source.path, lines=True)
 

@@ -33,7 +33,7 @@ from dltrain.data.dataset import (
     _schema,
 )
 from dltrain.data.encoders import ENCODERS
-from dltrain.data.media import FileColumn, check_failures
+from dltrain.data.media import FileColumn, check_failures, path_list
 from dltrain.data.sources import Fingerprint, ResolvedSource, read_chunks
 from dltrain.data.split import SPLITS
 from dltrain.train.losses import LossEntry
@@ -122,7 +122,7 @@ def prepare_stream(data: Data, loss: LossEntry, seed: int, resolve: Resolve) -> 
         order = np.argsort(indices, kind="stable")  # streams read rows in file order
         y, indices = y[torch.from_numpy(order)], indices[order]
         if media is not None:
-            stream = FileStream(media, paths.iloc[indices].astype(str).tolist(), schema.on_error)
+            stream = FileStream(media, path_list(paths.iloc[indices]), schema.on_error)
         else:
             stream = TableStream(sources, indices, schema, label)
         splits[name] = SplitData(None, y, indices, stream)
@@ -276,7 +276,7 @@ def rebuild_stream(info: dict, schema: DataSchema, loss: LossEntry, names: tuple
         y, known = encode_target(schema.target, labels[schema.target.column].iloc[indices], loss)
         y, indices = y[torch.from_numpy(known)], indices[known]
         if media is not None:
-            stream = FileStream(media, labels[media.column].iloc[indices].astype(str).tolist(), schema.on_error)
+            stream = FileStream(media, path_list(labels[media.column].iloc[indices]), schema.on_error)
         else:
             stream = TableStream(sources, indices, schema, _label(described))
         splits[name] = SplitData(None, y, indices, stream)

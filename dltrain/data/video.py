@@ -24,6 +24,7 @@ from dltrain.data.media import (
     check_failures,
     folder_table,
     map_files,
+    path_list,
     reason,
 )
 from dltrain.errors import DataError
@@ -129,7 +130,7 @@ class VideoEncoder(FileColumn):
 
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> VideoEncoder:
-        paths = series.astype(str).tolist()
+        paths = path_list(series)
         frames, size, channels = options.get("frames"), options.get("size"), options.get("channels")
         if frames is None or size is None or channels is None:
             probes = map_files(probe_clip, paths, {}, "reading clips")

@@ -360,7 +360,8 @@ class Trainer:
         raise TrainingError(
             f"the loss became {float(losses[bad])} in epoch {epoch}, batch {bad + 1} of {batches}. "
             "Try a lower learning rate (optimizer.lr), gradient clipping (train.grad_clip: 1.0), or check the "
-            "data for extreme values; best.pt keeps the last good weights"
+            "data for extreme values; "
+            + (f"best.pt keeps the weights of epoch {self.state.best_epoch}" if self.state.best_epoch is not None else "no epoch finished, so no checkpoint was written")
         )
 
     def _stop_if_signalled(self, batch: int, start: float, agree: bool = False) -> None:

@@ -93,7 +93,7 @@ def test_an_exploding_loss_stops_and_best_keeps_the_good_weights(project, tmp_pa
     ]
     with pytest.raises(TrainingError) as error:
         dltrain.fit(project, overrides, out=tmp_path / "run", progress=False)
-    assert "in epoch 3, batch" in str(error.value) and "best.pt keeps the last good weights" in str(error.value)
+    assert "in epoch 3, batch" in str(error.value) and "best.pt keeps the weights of epoch 2" in str(error.value)
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["best"]["epoch"] == 2
     assert all(torch.isfinite(t).all() for t in best["model"].values())
