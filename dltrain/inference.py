@@ -199,6 +199,11 @@ def predict(
     else:
         result["prediction"] = task.values(outputs).cpu().numpy()
     if output is not None:
+        if output.is_file() and _columns_of(output) != list(result.columns):
+            raise UsageError(
+                f"--output {output}: the file exists and is not an earlier output of this prediction (its columns "
+                f"differ from {', '.join(result.columns)}); dltrain never writes over data. Give another name, or remove it first"
+            )
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix.lower() == ".parquet":
             buffer = io.BytesIO()
@@ -214,20 +219,18 @@ def predict(
 _OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
 
-def _is_predictions(path: Path) -> bool:
-    """A file that `predict` wrote before (it may be written again): it has a `prediction` column."""
+def _columns_of(path: Path) -> list[str] | None:
+    """The columns of a table file; None when it cannot be read as one."""
     try:
         if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
-            columns = pq.read_schema(path).names
-        elif path.suffix.lower() in (".json", ".jsonl"):
-            columns = list(pd.read_json(path, lines=True, nrows=1).columns) if path.stat().st_size else []
-        else:
-            columns = list(pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns)
-    except Exception:  # unreadable as that format: not ours
-        return path.stat().st_size == 0
-    return "prediction" in columns
+            return list(pq.read_schema(path).names)
+        if path.suffix.lower() in (".json", ".jsonl"):
+            return list(pd.read_json(path, lines=True, nrows=1).columns)
+        return list(pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns)
+    except Exception:  # unreadable as that format: not an earlier output
+        return None
 
 
 def _output_path(output: str | Path, input: object) -> Path:
@@ -242,11 +245,6 @@ def _output_path(output: str | Path, input: object) -> Path:
             same = False
         if same:
             raise UsageError(f"--output {path}: that is the input file; dltrain never writes over data. Give another file")
-    if path.is_file() and not _is_predictions(path):
-        raise UsageError(
-            f"--output {path}: the file exists and is not an earlier predictions file (it has no 'prediction' column); "
-            "dltrain never writes over data. Give another name, or remove it first"
-        )
     if path.suffix and path.suffix.lower() not in _OUTPUT_SUFFIXES:
         raise UsageError(f"--output {path}: unknown suffix {path.suffix!r}; predictions are written as {', '.join(_OUTPUT_SUFFIXES)}")
     return path

@@ -122,7 +122,7 @@ def test_predict_never_writes_over_its_input_and_writes_the_suffixs_format(workd
     assert cli("predict", "r", "rows.parquet", "--output", "p.parquet").code == 0
     table.to_csv("mine.csv", index=False)
     kept = cli("predict", "r", "rows.parquet", "--output", "mine.csv")
-    assert kept.code == 2 and "is not an earlier predictions file" in " ".join(kept.stderr.split())
+    assert kept.code == 2 and "is not an earlier output of this prediction" in " ".join(kept.stderr.split())
     assert pd.read_csv("mine.csv").equals(table)
 
 
