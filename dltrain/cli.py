@@ -226,8 +226,13 @@ def schema(
         if output is None:
             sys.stdout.write(text)
         else:
+            from dltrain.errors import UsageError
             from dltrain.files import write_text
 
+            if output.is_dir():
+                raise UsageError(f"--output {output}: a folder; give a file name such as {output / 'dltrain.schema.json'}")
+            if output.is_file() and "https://dltrain.dev/schema/config.json" not in output.read_text(errors="replace")[:500]:
+                raise UsageError(f"--output {output}: the file exists and is not a dltrain schema; dltrain never writes over other files")
             write_text(output, text)
 
     _run(action)

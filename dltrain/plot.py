@@ -69,6 +69,8 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         raise DltrainError(f"--output {output}: a folder; give a file name such as {output / 'curves.png'}")
     if output.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         raise DltrainError(f"--output {output}: give a picture file ending in .png (or .svg, .pdf, .jpg)")
+    if output.is_file() and b"Matplotlib" not in output.read_bytes()[:4096]:
+        raise DltrainError(f"--output {output}: the file exists and was not drawn by dltrain plot; dltrain never writes over other files")
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     curves, metric_curves = 0, 0
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

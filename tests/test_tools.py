@@ -250,3 +250,19 @@ def test_onnx_export_runs_in_onnxruntime(workdir, cli):
     (actual,) = session.run(None, {"input": test.x.numpy()})
     assert np.allclose(actual, expected, atol=1e-5)
     assert pd.read_json(workdir / "run" / "export" / "encoders.json", typ="series")["format"] == "onnx"
+
+
+def test_plot_and_schema_never_write_over_a_users_file(workdir, cli):
+    from PIL import Image
+
+    pytest.importorskip("matplotlib")
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "a").code == 0
+    Image.new("RGB", (8, 8), "red").save(workdir / "photo.png")
+    before = (workdir / "photo.png").read_bytes()
+    refused = cli("plot", "a", "-o", "photo.png")
+    assert refused.code == 2 and "was not drawn by dltrain plot" in refused.stderr
+    assert (workdir / "photo.png").read_bytes() == before
+    assert cli("plot", "a", "-o", "mine.png").code == 0 and cli("plot", "a", "-o", "mine.png").code == 0  # its own picture again
+    (workdir / "notes.json").write_text('{"mine": true}')
+    assert cli("schema", "-o", "notes.json").code == 2 and (workdir / "notes.json").read_text() == '{"mine": true}'
+    assert cli("schema", "-o", "s.json").code == 0 and cli("schema", "-o", "s.json").code == 0
