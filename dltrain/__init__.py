@@ -1,7 +1,8 @@
 """dltrain: a YAML file in, a trained PyTorch model out.
 
 The Python API mirrors the command line: `dltrain.fit(config)`, `dltrain.check(config)`,
-`dltrain.evaluate(run)`, `dltrain.predict(run, table)`. Importing dltrain does not import torch;
+`dltrain.evaluate(run)`, `dltrain.predict(run, table)`, `dltrain.export(run)`, and
+`dltrain.load_run(run)` for the trained model itself. Importing dltrain does not import torch;
 each function imports what it needs.
 """
 
@@ -11,9 +12,11 @@ __version__ = "0.1.0"
 
 _API = {
     "fit": "dltrain.fitting",
-    "check": "dltrain.build",
+    "check": "dltrain.fitting",
     "evaluate": "dltrain.inference",
     "predict": "dltrain.inference",
+    "export": "dltrain.export",
+    "load_run": "dltrain.checkpoint",
     "load_config": "dltrain.config",
 }
 

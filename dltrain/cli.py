@@ -75,6 +75,7 @@ def fit(
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from another run's weights.", metavar="RUN_OR_CKPT")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a stopped run in its own directory.", metavar="RUN")] = None,
+    allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="With --resume: continue although the run's data changed.")] = False,
 ) -> None:
     """Train a model from a config; write metrics and checkpoints to a run directory."""
 
@@ -88,6 +89,8 @@ def fit(
         if resume is not None and (configs or out or init_from or device):
             given = ", ".join(x for x, on in ((f"the config {configs[0]}" if configs else "", bool(configs)), ("--out", bool(out)), ("--init-from", bool(init_from)), ("--device", bool(device))) if on)
             raise UsageError(f"--resume continues a run with its own config, folder, weights and device: leave out {given} (train.* overrides may go with it)")
+        if allow_changed_data and resume is None:
+            raise UsageError("--allow-changed-data goes with --resume RUN: a new run reads its data as it is")
         if resume is None and not configs:
             raise UsageError("give a config file (dltrain fit configs/iris.yaml), or --resume RUN")
         if resume is None and not Path(configs[0]).exists():
@@ -105,6 +108,7 @@ def fit(
                 device=device,
                 init_from=init_from,
                 resume=resume,
+                allow_changed_data=allow_changed_data,
             )
         except Interrupted as stop:
             from dltrain.console import err
@@ -126,8 +130,8 @@ def check(
     """Validate a config, build its data and model, print them; train nothing."""
 
     def action():
-        from dltrain.build import check as run_check
         from dltrain.errors import UsageError
+        from dltrain.fitting import check as run_check
         from dltrain.summary import print_check
 
         bad = [o for o in overrides or [] if "=" not in o]
@@ -198,7 +202,7 @@ def init(
     """Write a starter config for a table or an image folder, commented key by key."""
 
     def action():
-        from dltrain.init import init as run_init
+        from dltrain.tools.init import init as run_init
 
         text = run_init(data, target, output)
         if output is None:
@@ -220,7 +224,7 @@ def schema(
     def action():
         import json
 
-        from dltrain.config.jsonschema import config_schema
+        from dltrain.tools.schema import config_schema
 
         text = json.dumps(config_schema(), indent=1) + "\n"
         if output is None:
@@ -261,7 +265,7 @@ def plot(
 
     def action():
         from dltrain.console import note
-        from dltrain.plot import plot as run_plot
+        from dltrain.tools.plot import plot as run_plot
 
         result = run_plot(runs, output)
         note(f"written: {result.path} ({result.curves} curves of {result.runs} run(s))")
@@ -276,8 +280,8 @@ def runs(
     """A table of the runs and their best results, best first."""
 
     def action():
-        from dltrain.runs import list_runs
         from dltrain.summary import print_runs
+        from dltrain.tools.runs import list_runs
 
         print_runs(list_runs(folder), folder)
 

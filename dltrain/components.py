@@ -295,6 +295,64 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+def to_argument(value: Any, annotation: Any = inspect.Parameter.empty) -> Any:
+    """A config value as a constructor takes it: lists as tuples, or as a tensor for a Tensor argument
+    (a loss's class weights)."""
+    if isinstance(value, (list, tuple)):
+        if _is_tensor(annotation):
+            import torch
+
+            return torch.tensor(value, dtype=torch.float32)
+        return tuple(to_argument(v) for v in value)
+    return value
+
+
+def _is_tensor(annotation: Any) -> bool:
+    """True for `Tensor` and `Optional[Tensor]`, not for tuples of them."""
+    import types
+    import typing
+
+    import torch
+
+    if annotation is torch.Tensor:
+        return True
+    if isinstance(annotation, str):
+        text = annotation.replace("torch.", "").replace(" ", "")
+        return text in ("Tensor", "Optional[Tensor]", "Tensor|None", "None|Tensor")
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and args == [torch.Tensor]
+
+
+def construct(
+    component: Component,
+    factory: Callable,
+    signature: Signature,
+    leading: tuple = (),
+    inferred: tuple[str, ...] = (),
+    filled: dict | None = None,
+) -> Any:
+    """Build a component with its arguments bound and converted.
+
+    `leading` are positional arguments dltrain passes first (an optimizer's parameters), named in
+    `inferred` so that a config cannot give them; `filled` are values dltrain fills where the
+    config leaves them out (a schedule's length). A constructor's own check of its values (a
+    negative rate, a size it refuses) is a ComponentError with the first line of its message.
+    """
+    filled = filled or {}
+    extra, kwargs = bind(component, signature, inferred, tuple(filled))
+    kwargs = {**filled, **kwargs}
+    annotations = {p.name: p.annotation for p in signature.params}
+    values = {k: to_argument(v, annotations.get(k, inspect.Parameter.empty)) for k, v in kwargs.items()}
+    try:
+        return factory(*leading, *extra, **values)
+    except ComponentError:
+        raise
+    except Exception as error:  # torch's constructors raise TypeError, ValueError, IndexError, RuntimeError...
+        from dltrain.errors import first_line
+
+        raise ComponentError(f"{component.name}: {first_line(error)}", component.path) from None
+
+
 def signature_text(signature: Signature, inferred: tuple[str, ...] = ()) -> str:
     parts = []
     for p in signature.params:

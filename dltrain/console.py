@@ -31,11 +31,16 @@ def silence() -> None:
     _silent = True
 
 
-def warn(message: str) -> None:
-    """Print a warning once per process, however often it is raised."""
-    if message in _warned or _silent:
+def warn(message: str, key: object = None) -> None:
+    """Print a warning once per process, however often it is raised.
+
+    `key` says when two messages are the same warning (the same column's problem found again in
+    another split, with other examples): by default the message itself.
+    """
+    key = message if key is None else key
+    if key in _warned or _silent:
         return
-    _warned.add(message)
+    _warned.add(key)
     err().print(f"[yellow]warning:[/yellow] {message}", markup=True)
 
 

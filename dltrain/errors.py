@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages carry terminal colours
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type's name), for a one-paragraph error.
+
+    Libraries (torch, pandas, PIL, database drivers) raise with long multi-line texts; the first
+    line says what went wrong.
+    """
+    lines = _ANSI.sub("", str(error)).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
 
 
 class DltrainError(Exception):

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from dltrain.errors import DltrainError, UsageError
+from dltrain.checkpoint import load_run
+from dltrain.errors import DltrainError, UsageError, first_line
+from dltrain.files import write_atomic, write_json
 
 FORMATS = {"torchscript": "model.torchscript.pt", "export": "model.pt2", "onnx": "model.onnx"}
 
@@ -25,25 +27,17 @@ class Exported:
     encoders: Path
 
 
-def _sample(spec, batch: int = 2) -> torch.Tensor:
-    dtype = torch.long if spec.dtype == "long" else torch.float32
-    return torch.zeros((batch, *spec.shape), dtype=dtype)
-
-
 def export(run: str | Path, format: str = "torchscript", output: str | Path | None = None) -> Exported:
-    from dltrain.files import write_atomic, write_json
-    from dltrain.inference import load_run
-    from dltrain.model.builder import InputSpec
-
+    """The model of a run (from its checkpoint alone) as `format`, with encoders.json beside it."""
     if format not in FORMATS:
         raise UsageError(f"--format is one of {', '.join(FORMATS)}, found {format!r}")
     loaded = load_run(run, device="cpu")
     model = loaded.model.eval()
-    spec = InputSpec.from_dict(loaded.state["input_spec"])
+    spec = loaded.recipe.input
     folder = Path(output) if output else loaded.run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FORMATS[format]
-    sample = _sample(spec)
+    sample = spec.zeros(2)
     try:
         if format == "torchscript":
             with torch.no_grad():
@@ -69,17 +63,16 @@ def export(run: str | Path, format: str = "torchscript", output: str | Path | No
     except DltrainError:
         raise
     except Exception as error:  # tracing and exporting fail in many ways for unusual layers
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise DltrainError(f"this model cannot be exported as {format}: {reason}") from None
+        raise DltrainError(f"this model cannot be exported as {format}: {first_line(error)}") from None
     task = loaded.task
     description = {
         "format": format,
         "model": target.name,
         "input": {"shape": ["batch", *spec.shape], "dtype": "int64" if spec.dtype == "long" else "float32"},
-        "encoders": loaded.state["encoders"],
+        "encoders": loaded.schema.to_dict(),
         "output": {
-            "loss": task.loss.name,
-            "means": task.loss.output,  # logits, log_probs, probs or values
+            "loss": loaded.recipe.loss.name,
+            "means": task.output,  # logits, log_probs, probs or values
             "classes": list(task.classes),
             "target_mean": task.mean,
             "target_std": task.std,

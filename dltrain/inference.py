@@ -9,61 +9,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
-from dltrain.build import build_loss, located
-from dltrain.components import ComponentError
-from dltrain.config import LoadedConfig, load_config
+from dltrain.checkpoint import LoadedRun, load_run
 from dltrain.console import warn
-from dltrain.data.dataset import DataSchema, encode_target, make_task, rebuild
+from dltrain.data.batches import TensorSplit
 from dltrain.data.encoders import keys
 from dltrain.data.media import list_items
+from dltrain.data.prepare import missing_files, rebuild
+from dltrain.data.schema import encode_target
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_table
-from dltrain.errors import CheckpointError, DataError, UsageError
+from dltrain.errors import DataError, UsageError
 from dltrain.files import write_atomic, write_json, write_text
-from dltrain.fitting import resolve_device
-from dltrain.model.builder import InputSpec, build_model
-from dltrain.run import checkpoint_path, load_checkpoint
 from dltrain.train import metrics as metric_registry
-from dltrain.train.losses import LossEntry
-from dltrain.train.task import Task
-from dltrain.train.trainer import evaluate_batches
-
-
-@dataclass
-class LoadedRun:
-    path: Path  # the checkpoint file
-    state: dict
-    cfg: LoadedConfig
-    schema: DataSchema
-    task: Task
-    loss_entry: LossEntry
-    loss_fn: nn.Module
-    model: nn.Module
-    device: torch.device
-
-    @property
-    def run_dir(self) -> Path:
-        return self.path.parent
-
-
-def load_run(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a trained model and its encoders from a checkpoint alone."""
-    path = checkpoint_path(run_or_checkpoint)
-    state = load_checkpoint(path)
-    try:
-        cfg = load_config(state["config"], origin=f"{path} (its config)")
-        with located(cfg):
-            loss_entry, loss_fn = build_loss(cfg.loss)
-        schema = DataSchema.from_dict(state["encoders"])
-        task = make_task(loss_entry, schema.target)
-        model, _ = build_model(cfg.layers, InputSpec.from_dict(state["input_spec"]), task.output_size)
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError, ComponentError) as error:
-        raise CheckpointError(f"{path}: the checkpoint does not rebuild its model: {str(error).splitlines()[0]}") from None
-    chosen = resolve_device(device)
-    model.to(chosen).eval()
-    return LoadedRun(path, state, cfg, schema, task, loss_entry, loss_fn.to(chosen), model, chosen)
+from dltrain.train.trainer import infer
 
 
 def read_input(path: str | Path) -> pd.DataFrame:
@@ -96,60 +54,77 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`."""
     loaded = load_run(run)
-    target = loaded.schema.target.column
     if data is not None:
-        table = read_input(data)
-        if target not in table.columns:
-            raise DataError(f"{data}: the target column '{target}' is not in it; its columns: {', '.join(table.columns)}")
-        table = table[keys(table[target]).notna().to_numpy()]
-        y, known = encode_target(loaded.schema.target, table[target], loaded.loss_entry)
-        if not known.all():
-            warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
-            table, y = table[known], y[torch.from_numpy(known)]
-        x, readable = loaded.schema.encode_inputs(table, str(data), new=True)
-        y = y[torch.from_numpy(readable)]
-        name = Path(data).stem
+        rows, name = _labelled_rows(loaded, data), Path(data).stem
     else:
-        info = loaded.state["data"]
-        if split not in info["indices"] or len(info["indices"][split]) == 0:
-            present = ", ".join(s for s, rows in info["indices"].items() if len(rows))
-            raise UsageError(f"this run has no {split} split (it has: {present}); use --split or --data FILE")
-        part = rebuild(info, loaded.schema, loaded.loss_entry, (split,))[split]
-        x, y, name = part.x, part.y, split
-    if x.shape[0] == 0:
+        rows, name = _own_split(loaded, split), split
+    if len(rows) == 0:
         raise DataError(f"no rows to evaluate in {data or split}")
-    x, y = x.to(loaded.device), y.to(loaded.device)
-    loss, outputs = evaluate_batches(
+    seen = infer(
         loaded.model,
         loaded.loss_fn,
-        x,
-        y,
-        batch_size or loaded.cfg.config.data.batch_size,
-        transform=loaded.schema.batch_transform(train=False),
+        rows.to(loaded.device).batches(batch_size or loaded.recipe.batch_size),
+        loaded.schema.batch_transform(train=False),
     )
-    outcome = metric_registry.Outcome(loaded.task, outputs, y, name)
-    names = tuple(loaded.state.get("metrics") or metric_registry.DEFAULTS[loaded.task.target_type])
-    metrics = {"loss": loss, **metric_registry.compute(names, outcome)}
+    outcome = metric_registry.Outcome(loaded.task, seen.outputs, seen.targets, name)
+    names = loaded.recipe.metrics or metric_registry.DEFAULTS[loaded.task.target_type]
+    metrics = {"loss": float(seen.loss_sum) / seen.rows, **metric_registry.compute(names, outcome)}
     confusion = None
     if loaded.task.is_classification:
         confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
     out = loaded.run_dir / f"evaluate_{name}.json"
-    result = Evaluation(name if data is None else str(data), int(x.shape[0]), metrics, confusion, out)
+    result = Evaluation(name if data is None else str(data), seen.rows, metrics, confusion, out)
     write_json(out, _json_safe(result.to_dict()))
     return result
+
+
+def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
+    """Every row of a table file that has a target the model knows, encoded as training did."""
+    table = read_input(data)
+    target = loaded.schema.target.column
+    if target not in table.columns:
+        raise DataError(f"{data}: the target column '{target}' is not in it; its columns: {', '.join(table.columns)}")
+    table = table[keys(table[target]).notna().to_numpy()]
+    y, known = encode_target(loaded.schema.target, table[target], loaded.task.form)
+    if not known.all():
+        warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
+        table, y = table[known], y[torch.from_numpy(known)]
+    x, readable = loaded.schema.encode_inputs(table, str(data), new=True)
+    return TensorSplit(x, y[torch.from_numpy(readable)], readable.nonzero()[0])
+
+
+def _own_split(loaded: LoadedRun, split: str) -> TensorSplit:
+    """The run's own split, read again from the data it was trained on (the rows data.json records)."""
+    info = loaded.recipe.data
+    if split not in info["indices"] or len(info["indices"][split]) == 0:
+        present = ", ".join(s for s, rows in info["indices"].items() if len(rows))
+        raise UsageError(f"this run has no {split} split (it has: {present}); use --split or --data FILE")
+
+    def changed(label: str) -> None:
+        warn(
+            f"the data of this run changed since it was trained ({label}): the recorded rows of each "
+            "split are used, but they may not hold what they held then"
+        )
+
+    gone = missing_files(info)
+    if gone:
+        raise DataError(
+            f"the {split} split of this run is read from the data it was trained on, and {', '.join(gone)} is gone "
+            "(not found): evaluate a table that has the target column with --data FILE"
+        )
+    return rebuild(info, loaded.schema, loaded.task.form, (split,), changed=changed)[split]
 
 
 def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The rows to predict: a table as given, or image paths made into the table the model expects."""
     if isinstance(input, pd.DataFrame):
         return input, "the input"
-    media = loaded.schema.media
-    path = Path(input)
-    if media is not None and hasattr(media, "is_item") and kind_of(path) is None:
-        files = list_items(input, media.is_item)
-        if not files:
-            raise DataError(f"{input}: no {media.type} files found there (a file, a folder or a glob pattern)")
-        return pd.DataFrame({media.column: [str(f) for f in files]}), str(input)
+    files = loaded.schema.files
+    if files is not None and kind_of(Path(input)) is None:
+        found = list_items(input, files.is_item)
+        if not found:
+            raise DataError(f"{input}: no {files.type} files found there (a file, a folder or a glob pattern)")
+        return pd.DataFrame({files.column: [str(f) for f in found]}), str(input)
     return read_input(input), str(input)
 
 
@@ -176,14 +151,8 @@ def predict(
     table, label = _input_table(loaded, input)
     x, readable = loaded.schema.encode_inputs(table, label, new=True)
     table = table[readable]
-    _, outputs = evaluate_batches(
-        loaded.model,
-        loaded.loss_fn,
-        x.to(loaded.device),
-        None,
-        batch_size or max(loaded.cfg.config.data.batch_size, 256),
-        transform=loaded.schema.batch_transform(train=False),
-    )
+    rows = TensorSplit(x, None, readable.nonzero()[0]).to(loaded.device)
+    outputs = infer(loaded.model, None, rows.batches(batch_size or max(loaded.recipe.batch_size, 256)), loaded.schema.batch_transform(train=False)).outputs
     result = pd.DataFrame(index=range(len(table)))
     media = loaded.schema.media
     for column in (loaded.schema.id, media.column if media is not None else None):

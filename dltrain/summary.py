@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from dltrain.build import Built
+from dltrain.build import Parts
 from dltrain.console import out
 from dltrain.fitting import FitResult
 
@@ -30,9 +30,9 @@ def _arguments(info: dict | object) -> str:
     return ", ".join(positional + [f"{k}={v}" for k, v in arguments.items()])
 
 
-def print_check(built: Built) -> None:
+def print_check(parts: Parts) -> None:
     console = out()
-    cfg, data = built.cfg, built.data
+    plan, data = parts.plan, parts.data
     source = data.info["source"]
     where = ", ".join(f"{k}: {v.get('path') or v.get('url')}" for k, v in source["files"].items()) if "files" in source else (source.get("path") or f"{source.get('url')}  query: {source.get('query')}")
     console.print(f"[bold]Data[/bold]  {where}")
@@ -70,24 +70,24 @@ def print_check(built: Built) -> None:
         model.add_column(name, justify=justify)
     model.add_row("", "input", "", _shape(data.input_spec.shape), "")
     number = 0
-    for info in built.layers:
+    for info in parts.layers:
         if info.depth == 0:
             number += 1
         model.add_row(str(number) if info.depth == 0 else "", ("  " * info.depth) + info.name, _arguments(info), _shape(info.output_shape), f"{info.parameters:,}")
     console.print(model)
-    total = sum(p.numel() for p in built.model.parameters())
-    trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
-    console.print(f"parameters: {total:,} ({trainable:,} trainable); {len(data.splits['train'].y):,} training rows")
+    total = sum(p.numel() for p in parts.model.parameters())
+    trainable = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
+    console.print(f"parameters: {total:,} ({trainable:,} trainable); {len(data.splits['train']):,} training rows")
 
-    train = cfg.config.train
+    train = plan.train
     console.print("\n[bold]Training[/bold]")
-    console.print(f"loss: {_component(cfg.loss)}  (target: {data.task.target_type}, {data.task.output_size} output(s))")
-    console.print(f"optimizer: {_component(cfg.optimizer)}")
-    if cfg.scheduler is not None:
-        console.print(f"scheduler: {_component(cfg.scheduler)}, stepped per {cfg.scheduler_interval}")
+    console.print(f"loss: {_component(plan.loss)}  (target: {parts.task.target_type}, {parts.task.output_size} output(s))")
+    console.print(f"optimizer: {_component(plan.optimizer)}")
+    if plan.scheduler is not None:
+        console.print(f"scheduler: {_component(plan.scheduler)}, stepped per {plan.scheduler_interval}")
     console.print(
-        f"epochs {train.epochs}, batch size {cfg.config.data.batch_size}, device {train.device}, "
-        f"metrics {', '.join(built.metrics)}, monitor {train.monitor}"
+        f"epochs {train.epochs}, batch size {plan.batch_size}, device {train.device}, "
+        f"metrics {', '.join(parts.metrics)}, monitor {train.monitor}"
         + (f", early stopping after {train.early_stopping.patience} epochs" if train.early_stopping else "")
     )
     console.print("[green]The config is valid.[/green] Nothing was trained.")

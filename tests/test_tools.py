@@ -114,7 +114,7 @@ def test_init_needs_a_target_for_a_table(workdir, cli):
 
 @pytest.fixture(scope="module")
 def schema():
-    from dltrain.config.jsonschema import config_schema
+    from dltrain.tools.schema import config_schema
 
     return config_schema()
 
@@ -184,7 +184,7 @@ def test_plot_draws_the_curves_of_several_runs(workdir, cli):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from dltrain.plot import plot
+    from dltrain.tools.plot import plot
 
     assert cli("fit", "configs/iris.yaml", "train.epochs=4", "--out", "a").code == 0
     assert cli("fit", "configs/penguins.yaml", "train.epochs=4", "--out", "b").code == 0
@@ -214,15 +214,14 @@ def test_runs_lists_best_results_best_first(workdir, cli):
 
 @pytest.mark.parametrize("format", ["torchscript", "export"])
 def test_exported_models_give_the_checkpoints_outputs(workdir, cli, format):
-    from dltrain.inference import load_run
+    from dltrain.checkpoint import load_run
+    from dltrain.data.prepare import rebuild
 
     assert cli("fit", "configs/penguins.yaml", "train.epochs=3", "--out", "run").code == 0
     result = cli("export", "run", "--format", format)
     assert result.code == 0, result.output
     loaded = load_run(workdir / "run")
-    from dltrain.data.dataset import rebuild
-
-    test = rebuild(loaded.state["data"], loaded.schema, loaded.loss_entry, ("test",))["test"]
+    test = rebuild(loaded.recipe.data, loaded.schema, loaded.task.form, ("test",))["test"]
     expected = loaded.model(test.x)
     if format == "torchscript":
         model = torch.jit.load(workdir / "run" / "export" / "model.torchscript.pt")
@@ -237,14 +236,14 @@ def test_exported_models_give_the_checkpoints_outputs(workdir, cli, format):
 def test_onnx_export_runs_in_onnxruntime(workdir, cli):
     runtime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from dltrain.data.dataset import rebuild
-    from dltrain.inference import load_run
+    from dltrain.checkpoint import load_run
+    from dltrain.data.prepare import rebuild
 
     assert cli("fit", "configs/penguins.yaml", "train.epochs=3", "--out", "run").code == 0
     result = cli("export", "run", "--format", "onnx")
     assert result.code == 0, result.output
     loaded = load_run(workdir / "run")
-    test = rebuild(loaded.state["data"], loaded.schema, loaded.loss_entry, ("test",))["test"]
+    test = rebuild(loaded.recipe.data, loaded.schema, loaded.task.form, ("test",))["test"]
     expected = loaded.model(test.x).detach().numpy()
     session = runtime.InferenceSession(str(workdir / "run" / "export" / "model.onnx"))
     (actual,) = session.run(None, {"input": test.x.numpy()})

@@ -1,4 +1,8 @@
-"""Load, override and validate a config; every problem is reported with its file:line and key."""
+"""Load, override and validate a config's shape and values; every problem has its file:line and key.
+
+What needs the registries (layer, loss, optimizer and metric names, column types) or the data is
+checked by the plan step (`dltrain.plan`), which reports its problems together with these.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dltrain.components import Component, ComponentError, parse_component, suggest
-from dltrain.config.schema import SECTIONS, ByColumn, Config, Files, Ratios, Source
+from dltrain.components import suggest
+from dltrain.config.schema import DEFAULT_OPTIMIZER, SECTIONS, ByColumn, Config, Files, Ratios, Source
 from dltrain.config.yaml import YamlError, load_yaml
 from dltrain.errors import ConfigError, Problem
 
@@ -22,20 +26,16 @@ COMMAND_LINE = "command line"
 class LoadedConfig:
     """A validated config, with what is needed to cite its lines and resolve its paths."""
 
-    config: Config
+    config: Config | None  # None when the file's shape is wrong (then `problems` says how)
     raw: dict  # as written, overrides applied
     origin: str  # the file, or "<dict>"
     base_dir: Path  # relative paths resolve here first, then in the current folder
     lines: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)
-    layers: list[Component] = field(default_factory=list)
-    loss: Component | None = None
-    optimizer: Component | None = None
-    scheduler: Component | None = None
-    scheduler_interval: str = "epoch"
+    problems: list[Problem] = field(default_factory=list)  # what is wrong with its shape and values
 
     @property
     def name(self) -> str:
-        if self.config.name:
+        if self.config is not None and self.config.name:
             return self.config.name
         return Path(self.origin).stem if self.lines else "run"
 
@@ -154,7 +154,7 @@ def _step(node: Any, part: Any, path: tuple, create: bool) -> Any:
         top_component = len(path) == 1 and part in ("loss", "optimizer", "scheduler")
         if part not in node or node[part] is None:
             # optimizer.lr=0.1 on a file without an optimizer: the default optimizer with that lr
-            node[part] = {"type": "Adam", "lr": 1e-3} if path == ("optimizer",) else {}
+            node[part] = dict(DEFAULT_OPTIMIZER) if path == ("optimizer",) else {}
         elif top_component and isinstance(node[part], str):  # `optimizer: SGD` given an argument
             node[part] = {"type": node[part]}
         return node[part]
@@ -179,6 +179,18 @@ def load_config(
 
     `origin` names a dict config in messages (a run's saved config, say).
     """
+    loaded = read_config(source, overrides, origin)
+    if loaded.problems:
+        raise ConfigError(loaded.problems)
+    return loaded
+
+
+def read_config(
+    source: str | Path | dict, overrides: list[str] | None = None, origin: str | None = None
+) -> LoadedConfig:
+    """`load_config` that keeps the problems of a readable config in `problems` instead of raising,
+    so that the plan step can add its own and report them all together. A file that cannot be
+    read as YAML, or overrides that cannot be applied, still raise ConfigError."""
     if isinstance(source, dict):
         raw, lines, origin, base = copy.deepcopy(source), {}, origin or "<dict>", Path.cwd()
     else:
@@ -216,24 +228,16 @@ def load_config(
 
 
 def validate(raw: dict, lines: dict, origin: str, base: Path) -> LoadedConfig:
-    loaded = LoadedConfig(Config.model_construct(), raw, origin, base, lines)
+    loaded = LoadedConfig(None, raw, origin, base, lines)
     problems = _unknown_keys(raw, loaded)
-    structure_ok = True
     try:
         loaded.config = Config.model_validate(raw)
     except ValidationError as error:
         problems += _pydantic_problems(error, raw, loaded)
-        structure_ok = False
-    problems += _check_components(raw, loaded)
-    if structure_ok:
+    if loaded.config is not None:
         problems += _check_values(loaded)
-    if problems:
-        raise ConfigError(_unique(problems))
+    loaded.problems = list(dict.fromkeys(problems))
     return loaded
-
-
-def _unique(problems: list[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
 
 
 def _unknown_keys(raw: Any, loaded: LoadedConfig, path: tuple = ()) -> list[Problem]:
@@ -334,62 +338,8 @@ def _raw_path(raw: Any, loc: tuple) -> tuple:
     return tuple(path)
 
 
-def _check_components(raw: dict, loaded: LoadedConfig) -> list[Problem]:
-    """Layers, loss, optimizer and scheduler against their registries and constructors."""
-    from dltrain.model.builder import LayerErrors, parse_layers
-    from dltrain.train.losses import loss_registry
-    from dltrain.train.optim import SCHEDULER_INTERVALS, check_optimizer, check_scheduler, scheduler_component
-
-    problems = []
-    layers = (raw.get("model") or {}).get("layers") if isinstance(raw.get("model"), dict) else None
-    if isinstance(layers, list) and layers:
-        try:
-            loaded.layers = parse_layers(layers)
-        except LayerErrors as error:
-            problems += [loaded.problem(e.path, str(e)) for e in error.errors]
-
-    def component(key: str, check, default=None) -> Component | None:
-        value = raw.get(key, default)
-        if value is None:
-            return None
-        try:
-            parsed = parse_component(value, (key,), key)
-            return check(parsed)
-        except ComponentError as error:
-            problems.append(loaded.problem((key,), str(error)))
-            return None
-
-    def check_loss(c: Component) -> Component:
-        from dltrain.components import bind
-
-        entry = loss_registry().get(c.name)
-        bind(c, entry.signature)
-        return Component(entry.name, c.args, c.kwargs, c.path)
-
-    def check_optim(c: Component) -> Component:
-        check_optimizer(c)
-        return c
-
-    def check_sched(c: Component) -> Component:
-        c, interval = scheduler_component(c)
-        if interval not in SCHEDULER_INTERVALS:
-            raise ComponentError(f"interval must be epoch or step, found {interval!r}")
-        check_scheduler(c)
-        loaded.scheduler_interval = interval
-        return c
-
-    if "loss" in raw:
-        loaded.loss = component("loss", check_loss)
-    loaded.optimizer = component("optimizer", check_optim, {"type": "Adam", "lr": 1e-3})
-    loaded.scheduler = component("scheduler", check_sched)
-    return problems
-
-
 def _check_values(loaded: LoadedConfig) -> list[Problem]:
-    """What needs more than one key, or the file system: split ratios, sources, names."""
-    from dltrain.data.encoders import check_column_options
-    from dltrain.train.metrics import METRICS
-
+    """What needs more than one key: split ratios, sources, the monitor's form."""
     config, problems = loaded.config, []
     data = config.data
     split = data.split
@@ -402,60 +352,11 @@ def _check_values(loaded: LoadedConfig) -> list[Problem]:
     if isinstance(split, Files):
         if data.source is not None:
             problems.append(loaded.problem(("data", "source"), "give either data.source or files in data.split, not both"))
-        for name in ("train", "val", "test"):
-            if getattr(split, name) is not None:
-                problems += _check_source(loaded, getattr(split, name), ("data", "split", name))
     elif data.source is None:
         problems.append(loaded.problem(("data", "source"), "required key is missing: a table file (data/iris.csv), or {type: sql, url: ..., query: ...}"))
-    else:
-        problems += _check_source(loaded, data.source, ("data", "source"))
     if isinstance(split, ByColumn) and split.column == data.target:
         problems.append(loaded.problem(("data", "split", "column"), "the split column cannot be the target"))
-    if data.target is None and not _is_folder(loaded, data.source):
-        problems.append(loaded.problem(("data", "target"), "required key is missing: the column to predict"))
-    columns = [c for c in (data.inputs or []) if not isinstance(c, str)]
-    if data.target is not None and not isinstance(data.target, str):
-        columns.append(data.target)
-    for column in columns:
-        message = check_column_options(column.type, column.model_extra or {})
-        if message:
-            index = (data.inputs or []).index(column) if column in (data.inputs or []) else None
-            path = ("data", "inputs", index) if index is not None else ("data", "target")
-            problems.append(loaded.problem(path, message))
-    train = config.train
-    no_val = isinstance(split, Ratios) and split.val == 0 or isinstance(split, Files) and split.val is None
-    for key, name in [("monitor", train.monitor)] + [("metrics", m) for m in train.metrics or []]:
-        bare = name
-        if key == "monitor":
-            if not name.startswith(("val_", "train_")):
-                problems.append(loaded.problem(("train", "monitor"), f"expected val_loss or val_<metric> (val_accuracy, val_r2, ...), found '{name}'"))
-                continue
-            bare = name.split("_", 1)[1]
-            if name.startswith("val_") and no_val:
-                problems.append(loaded.problem(("train", "monitor"), f"{name} needs a validation split: give data.split a val ratio, or monitor train_{bare}"))
-        if bare != "loss" and bare not in METRICS.entries:
-            hint = suggest(bare, METRICS.names()) or f" Known metrics: {', '.join(METRICS.names())}."
-            problems.append(loaded.problem(("train", key), f"unknown metric '{bare}'.{hint}"))
+    monitor = config.train.monitor
+    if not monitor.startswith(("val_", "train_")):
+        problems.append(loaded.problem(("train", "monitor"), f"expected val_loss or val_<metric> (val_accuracy, val_r2, ...), found '{monitor}'"))
     return problems
-
-
-def _is_folder(loaded: LoadedConfig, source) -> bool:
-    """A folder of class subfolders: its target is the `label` column dltrain makes."""
-    from dltrain.data.sources import FOLDER_TYPES, resolve_source
-
-    try:
-        return resolve_source(source, lambda value, key: loaded.resolve_path(value, ("data", "source", *key))).type in FOLDER_TYPES
-    except (ConfigError, ValueError):
-        return False
-
-
-def _check_source(loaded: LoadedConfig, source: str | Source, path: tuple) -> list[Problem]:
-    from dltrain.data.sources import check_source
-
-    try:
-        check_source(source, lambda value, key: loaded.resolve_path(value, (*path, *key)))
-    except ConfigError as error:
-        return error.problems
-    except ValueError as error:
-        return [loaded.problem(path, str(error))]
-    return []

@@ -1,7 +1,8 @@
 """The config format as typed objects: defaults, types and bounds; validated by pydantic.
 
 Components (layers, loss, optimizer, scheduler) are kept as written here and checked against
-their registries by `dltrain.config.load`, which also checks what needs more than one key.
+their registries by the plan step (`dltrain.plan`); `dltrain.config.load` checks what needs more
+than one key.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+DEFAULT_OPTIMIZER = {"type": "Adam", "lr": 1e-3}
 
 
 class _Section(BaseModel):
@@ -30,7 +33,9 @@ class Column(BaseModel):
     model_config = ConfigDict(extra="allow")  # a type's options, checked against the encoder
 
     column: str = Field(description="the column's name in the table")
-    type: str | None = Field(None, description="numeric, binary or category; inferred when not given")
+    type: str | None = Field(
+        None, description="numeric, binary, category, text, sequence, image, audio or video; inferred when not given"
+    )
 
 
 class Ratios(_Section):
@@ -127,7 +132,7 @@ class Config(_Section):
     data: Data
     model: Model
     loss: Any = Field(description="a torch.nn loss: CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, ...")
-    optimizer: Any = Field(default_factory=lambda: {"type": "Adam", "lr": 1e-3}, description="a torch.optim optimizer")
+    optimizer: Any = Field(default_factory=lambda: dict(DEFAULT_OPTIMIZER), description="a torch.optim optimizer")
     scheduler: Any = Field(None, description="a torch.optim.lr_scheduler scheduler, plus interval: epoch|step")
     train: Train = Field(default_factory=Train)
 

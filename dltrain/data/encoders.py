@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from dltrain.components import Registry, suggest
+from dltrain.console import warn
 from dltrain.data.audio import EXTENSIONS as AUDIO_EXTENSIONS
 from dltrain.data.audio import AudioEncoder
 from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
@@ -34,16 +35,6 @@ MAX_TARGET_CLASSES = 20  # an integer target with more distinct values is numeri
 MISSING_MARKERS = ("", "?", "-", "--")  # cells that mean "unknown" in many published tables (pandas reads NA, N/A, null...)
 NUMERIC_SHARE = 0.95  # a text column whose other cells are numbers is numeric when at most 5% are not
 _THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234 or 1,234,567.89
-_warned: set = set()
-
-
-def warn_once(key: tuple, message: str) -> None:
-    """A warning about the data, said once per process (the splits are encoded one after another)."""
-    if key not in _warned:
-        _warned.add(key)
-        from dltrain.console import warn
-
-        warn(message)
 
 
 def parse_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -209,10 +200,10 @@ def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series
                 f"column '{column}' is numeric, but {count} of its {present} filled rows hold text ({examples}), "
                 f"the first in data row {_row(series, bad)}: give it type category, or clean those rows"
             )
-        warn_once(
-            (column, "text in numbers", examples),
+        warn(
             f"column '{column}' is numeric: {count} cell(s) of text ({examples}) are read as missing values"
             + (", filled with the training mean" if not fitting else ""),
+            key=(column, "text in numbers", examples),
         )
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
@@ -222,7 +213,7 @@ def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series
                 f"column '{column}' holds {int(infinite.sum())} value(s) that are infinite or too large for a float "
                 f"(the first in data row {_row(series, mask)}: {series[mask].iloc[0]}); give finite numbers, or leave the cells empty"
             )
-        warn_once((column, "infinite"), f"column '{column}': {int(infinite.sum())} infinite value(s) are read as missing values, filled with the training mean")
+        warn(f"column '{column}': {int(infinite.sum())} infinite value(s) are read as missing values, filled with the training mean", key=(column, "infinite"))
         values = values.mask(mask)
     return values
 
@@ -436,7 +427,8 @@ def looks_like_id(series: pd.Series) -> bool:
     return bool(present.nunique() == len(present))
 
 
-def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, Any], on_error: str = "raise") -> Encoder:
+def encoder_class(column: str, type_: str, options: dict[str, Any]) -> type[Encoder]:
+    """The encoder for a column of type `type_`, its options checked."""
     if type_ not in ENCODERS.entries:
         raise DataError(
             f"column '{column}' holds {type_} values, which dltrain cannot encode yet: give it one of the "
@@ -449,7 +441,11 @@ def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, A
             f"column '{column}' is {type_}, which has no option {', '.join(unknown)} "
             f"(its options: {', '.join(encoder.options) or 'none'})"
         )
-    return encoder.fit(column, series, options, on_error)
+    return encoder
+
+
+def fit_encoder(column: str, type_: str, series: pd.Series, options: dict[str, Any], on_error: str = "raise") -> Encoder:
+    return encoder_class(column, type_, options).fit(column, series, options, on_error)
 
 
 def _row(series: pd.Series, mask: pd.Series) -> int:

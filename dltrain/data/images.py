@@ -122,7 +122,7 @@ class ImageEncoder(FileColumn):
 
     @classmethod
     def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> ImageEncoder:
-        """Settle size and channels from the files' headers (mean and std come from `fit_encoded`)."""
+        """Settle size and channels from the files' headers (mean and std come from the decoded training images: `use_statistics`)."""
         paths = path_list(series)
         size, channels = options.get("size"), options.get("channels")
         if size is None or channels is None:

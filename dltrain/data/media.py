@@ -304,8 +304,3 @@ class FileColumn:
 
     def decode_one(self, path: str) -> np.ndarray | str:
         return type(self).decoder(path, self.decode_options())
-
-    def fit_encoded(self, values: torch.Tensor) -> None:
-        statistics = self.statistics()
-        statistics.add(values)
-        self.use_statistics(*statistics.result())

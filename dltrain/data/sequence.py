@@ -133,9 +133,6 @@ class SequenceEncoder:
                 out[row, self.max_length - len(values) :, 0] = (values - self.mean) / self.std
         return torch.from_numpy(out), np.ones(len(series), dtype=bool)
 
-    def fit_encoded(self, values: torch.Tensor) -> None:
-        pass
-
     def batch_transform(self, train: bool):
         return None
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from dltrain.components import Registry, suggest
+from dltrain.console import warn
 from dltrain.errors import DataError
 
 EXTENSIONS = {
@@ -53,6 +54,14 @@ class ResolvedSource:
         """How messages name it."""
         return self.path or f"{self.url} ({self.query})"
 
+    def files(self) -> list[str]:
+        """The files or folders it reads on this machine (an SQLite database's file; none for a server)."""
+        if self.path:
+            return [self.path]
+        if self.url and self.url.startswith("sqlite:///"):
+            return [self.url[len("sqlite:///") :]]
+        return []
+
 
 def csv_options(source: ResolvedSource) -> dict:
     """How to read a CSV or TSV file: its separator and encoding, found from its first lines.
@@ -90,9 +99,7 @@ def _first_line(path: str, encoding: str) -> str:
 
 
 def _warn_once(key: str, message: str) -> None:
-    from dltrain.data.encoders import warn_once
-
-    warn_once(("source", key), message)
+    warn(message, key=("source", key))
 
 
 def _read_csv(source: ResolvedSource) -> pd.DataFrame:

@@ -106,9 +106,6 @@ class TextEncoder:
                 ids[row, self.max_length - len(tokens) :] = [index.get(t, 1) for t in tokens]
         return torch.from_numpy(ids), np.ones(len(series), dtype=bool)
 
-    def fit_encoded(self, values: torch.Tensor) -> None:
-        pass
-
     def batch_transform(self, train: bool):
         return None
 

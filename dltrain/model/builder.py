@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import inspect
-import types
-import typing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from dltrain.components import Component, ComponentError, bind, parse_component
+from dltrain.components import Component, ComponentError, bind, parse_component, to_argument
+from dltrain.errors import first_line
 from dltrain.model.registry import LayerEntry, layer_registry
+from dltrain.task import InputSpec
 
 AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the data gives the model for one sample."""
-
-    shape: tuple[int, ...]
-    dtype: str = "float"  # "float", or "long" for token ids
-    vocab_size: int | None = None  # for token ids: what Embedding's num_embeddings must be
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> InputSpec:
-        return cls(tuple(data["shape"]), data["dtype"], data.get("vocab_size"))
 
 
 @dataclass(frozen=True)
@@ -43,6 +27,16 @@ class LayerInfo:
     parameters: int
     depth: int = 0  # 1 inside a Residual
     positional: tuple = ()  # arguments given by position beyond the named ones (Reshape's shape)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "arguments": self.arguments,
+            "output_shape": list(self.output_shape),
+            "parameters": self.parameters,
+            "depth": self.depth,
+            "positional": list(self.positional),
+        }
 
 
 def parse_layers(values: list, path: tuple = ("model", "layers")) -> list[Component]:
@@ -122,7 +116,7 @@ def _build_sequence(components, spec: InputSpec, output_size: int, depth: int):
             try:
                 module = entry.factory(*extra, **_constructor_values(entry, arguments))
             except (TypeError, ValueError, RuntimeError) as error:
-                raise ComponentError(f"{entry.name}: {_first_line(error)}", component.path) from None
+                raise ComponentError(f"{entry.name}: {first_line(error)}", component.path) from None
         out = _dry_run(module, shape, dtype, component)
         table.append(
             LayerInfo(
@@ -182,26 +176,6 @@ def _constructor_values(entry: LayerEntry, arguments: dict) -> dict:
     return values
 
 
-def to_argument(value: Any, annotation: Any) -> Any:
-    """A config value as a constructor takes it: lists as tuples, or as a tensor for a Tensor argument."""
-    if isinstance(value, (list, tuple)):
-        if _is_tensor(annotation):
-            return torch.tensor(value, dtype=torch.float32)
-        return tuple(to_argument(v, inspect.Parameter.empty) for v in value)
-    return value
-
-
-def _is_tensor(annotation: Any) -> bool:
-    """True for `Tensor` and `Optional[Tensor]` (a loss's class weights), not for tuples of them."""
-    if annotation is torch.Tensor:
-        return True
-    if isinstance(annotation, str):
-        text = annotation.replace("torch.", "").replace(" ", "")
-        return text in ("Tensor", "Optional[Tensor]", "Tensor|None", "None|Tensor")
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and args == [torch.Tensor]
-
-
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -216,7 +190,7 @@ def _dry_run(module: nn.Module, shape, dtype, component: Component) -> torch.Ten
     except Exception as error:  # any torch error here means the layer does not fit its input
         raise ComponentError(
             f"{component.name} cannot take the input the layer before gives, {_show(shape)}: "
-            f"{_first_line(error)}",
+            f"{first_line(error)}",
             component.path,
         ) from None
     finally:
@@ -232,9 +206,3 @@ def _dry_run(module: nn.Module, shape, dtype, component: Component) -> torch.Ten
 
 def _show(shape) -> str:
     return "(batch, " + ", ".join(map(str, shape)) + ")" if shape else "(batch,)"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-

@@ -10,45 +10,37 @@ from functools import cache
 import torch
 from torch import nn
 
-from dltrain.components import Registry, Signature
-
-CLASSIFICATION = "classification"  # a class index per row, one output per class
-BINARY = "binary"  # a 0/1 float per row, one output
-REGRESSION = "regression"  # a standardized float per row, one output
+from dltrain.components import Component, Registry, Signature, construct
+from dltrain.task import INDEX, STANDARDIZED, ZERO_ONE
 
 
 @dataclass(frozen=True)
 class LossEntry:
     name: str
     factory: Callable[..., nn.Module]
-    task: str
+    form: str  # the target tensor it takes: INDEX, ZERO_ONE or STANDARDIZED (dltrain.task)
     output: str  # what the model's last layer must give: logits, log_probs, probs or values
 
     @property
     def signature(self) -> Signature:
         return Signature.of(self.factory)
 
-    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
-        """The model's output as probabilities (classification: per class; binary: of the positive)."""
-        if self.output == "logits":
-            return output.softmax(1) if self.task == CLASSIFICATION else output.sigmoid()
-        if self.output == "log_probs":
-            return output.exp()
-        return output
-
     def expected_last_layer(self) -> str:
         return {"log_probs": "LogSoftmax", "probs": "Sigmoid"}.get(self.output, "")
 
+    def build(self, component: Component) -> nn.Module:
+        return construct(component, self.factory, self.signature)
+
 
 _LOSSES = [
-    ("CrossEntropyLoss", CLASSIFICATION, "logits"),
-    ("NLLLoss", CLASSIFICATION, "log_probs"),
-    ("BCEWithLogitsLoss", BINARY, "logits"),
-    ("BCELoss", BINARY, "probs"),
-    ("MSELoss", REGRESSION, "values"),
-    ("L1Loss", REGRESSION, "values"),
-    ("HuberLoss", REGRESSION, "values"),
-    ("SmoothL1Loss", REGRESSION, "values"),
+    ("CrossEntropyLoss", INDEX, "logits"),
+    ("NLLLoss", INDEX, "log_probs"),
+    ("BCEWithLogitsLoss", ZERO_ONE, "logits"),
+    ("BCELoss", ZERO_ONE, "probs"),
+    ("MSELoss", STANDARDIZED, "values"),
+    ("L1Loss", STANDARDIZED, "values"),
+    ("HuberLoss", STANDARDIZED, "values"),
+    ("SmoothL1Loss", STANDARDIZED, "values"),
 ]
 
 ALIASES = {
@@ -67,7 +59,7 @@ ALIASES = {
 
 @cache
 def loss_registry() -> Registry[LossEntry]:
-    entries = {name: LossEntry(name, getattr(nn, name), task, output) for name, task, output in _LOSSES}
+    entries = {name: LossEntry(name, getattr(nn, name), form, output) for name, form, output in _LOSSES}
     return Registry("loss", entries, ALIASES)
 
 
@@ -80,11 +72,11 @@ def baseline_loss(entry: LossEntry, loss_fn: nn.Module, target: torch.Tensor, cl
     if n == 0:
         return math.nan
     with torch.no_grad():
-        if entry.task == CLASSIFICATION:
+        if entry.form == INDEX:
             prior = torch.bincount(target, minlength=classes).float().clamp_min(1e-6) / n
             log_prior = prior.log().expand(n, classes)
             output = {"logits": log_prior, "log_probs": log_prior.log_softmax(1)}.get(entry.output, prior)
-        elif entry.task == BINARY:
+        elif entry.form == ZERO_ONE:
             rate = target.float().mean().clamp(1e-6, 1 - 1e-6)
             value = torch.log(rate / (1 - rate)) if entry.output == "logits" else rate
             output = value.expand(n, 1)

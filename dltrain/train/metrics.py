@@ -15,7 +15,7 @@ import torch
 
 from dltrain.components import Registry
 from dltrain.console import warn
-from dltrain.train.task import BINARY_TYPE, CATEGORY, NUMERIC, Task
+from dltrain.task import BINARY, CATEGORY, NUMERIC, Task
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _class_counts(o: Outcome, metric: str) -> tuple[torch.Tensor, ...] | None:
     """
     matrix = o.confusion().double()
     counts = matrix.diagonal(), matrix.sum(0), matrix.sum(1)
-    if o.task.target_type == BINARY_TYPE:
+    if o.task.target_type == BINARY:
         counts = tuple(c[1:] for c in counts)
         absent = [o.task.classes[1]] if counts[2].sum() == 0 else []
     else:
@@ -143,7 +143,7 @@ def _r2(o: Outcome) -> float:
     return float(1 - (predicted - actual).pow(2).sum() / total)
 
 
-_CLASSES = (CATEGORY, BINARY_TYPE)
+_CLASSES = (CATEGORY, BINARY)
 
 METRICS: Registry[Metric] = Registry(
     "metric",
@@ -154,7 +154,7 @@ METRICS: Registry[Metric] = Registry(
             Metric("precision", _precision, True, _CLASSES),
             Metric("recall", _recall, True, _CLASSES),
             Metric("f1", _f1, True, _CLASSES),
-            Metric("auc", _auc, True, (BINARY_TYPE,)),
+            Metric("auc", _auc, True, (BINARY,)),
             Metric("mae", _mae, False, (NUMERIC,)),
             Metric("rmse", _rmse, False, (NUMERIC,)),
             Metric("r2", _r2, True, (NUMERIC,)),
@@ -164,7 +164,7 @@ METRICS: Registry[Metric] = Registry(
 
 DEFAULTS = {
     CATEGORY: ("accuracy", "precision", "recall", "f1"),
-    BINARY_TYPE: ("accuracy", "precision", "recall", "f1", "auc"),
+    BINARY: ("accuracy", "precision", "recall", "f1", "auc"),
     NUMERIC: ("mae", "rmse", "r2"),
 }
 

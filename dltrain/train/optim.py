@@ -8,8 +8,7 @@ from functools import cache
 
 import torch
 
-from dltrain.components import Component, Registry, Signature, bind
-from dltrain.model.builder import to_argument
+from dltrain.components import Component, Registry, Signature, bind, construct
 
 
 @dataclass(frozen=True)
@@ -85,25 +84,17 @@ def check_scheduler(component: Component) -> None:
 
 def build_optimizer(component: Component, parameters) -> torch.optim.Optimizer:
     entry = optimizer_registry().get(component.name)
-    extra, kwargs = bind(component, entry.signature, entry.inferred)
-    return entry.factory(parameters, *extra, **_values(entry, kwargs))
+    return construct(component, entry.factory, entry.signature, (parameters,), entry.inferred)
 
 
-def build_scheduler(
-    component: Component, optimizer: torch.optim.Optimizer, total: int, mode: str
-):
-    """`total` is the schedule's length in its interval (epochs, or optimizer steps)."""
+def build_scheduler(component: Component, optimizer: torch.optim.Optimizer, total: int, mode: str):
+    """`total` is the schedule's length in its interval (epochs, or optimizer steps); `mode` the
+    monitored value's direction, for ReduceLROnPlateau."""
     entry = scheduler_registry().get(component.name)
-    extra, kwargs = bind(component, entry.signature, entry.inferred, tuple(entry.fill))
+    filled = {key: total for key in entry.fill}
     # OneCycleLR takes total_steps, or epochs with steps_per_epoch: fill only when neither is given
-    if not (entry.name == "OneCycleLR" and "epochs" in kwargs):
-        for key in entry.fill:
-            kwargs.setdefault(key, total)
+    if entry.name == "OneCycleLR" and "epochs" in component.kwargs:
+        filled = {}
     if entry.name == "ReduceLROnPlateau":
-        kwargs.setdefault("mode", mode)
-    return entry.factory(optimizer, *extra, **_values(entry, kwargs))
-
-
-def _values(entry: OptimEntry, kwargs: dict) -> dict:
-    params = {p.name: p.annotation for p in entry.signature.params}
-    return {k: to_argument(v, params.get(k)) for k, v in kwargs.items()}
+        filled["mode"] = mode
+    return construct(component, entry.factory, entry.signature, (optimizer,), entry.inferred, filled)

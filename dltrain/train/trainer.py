@@ -1,8 +1,10 @@
 """The shared training loop: batches, epochs, validation, best and last checkpoints, early stopping.
 
-It knows nothing of YAML or files: it receives a model, a loss, an optimizer, tensors per split
-and a `Sink` that writes what it reports. The hot path does no Python work per sample and no
-host sync per step: losses and outputs stay on the device and are read once per epoch.
+It knows nothing of YAML or files: it receives a `Job` (a model, a loss, an optimizer, the splits
+as batches) and a `Sink` that writes what it reports. One loop serves data in memory and data
+streamed from disk: both give (inputs, targets) batches on the device. The hot path does no
+Python work per sample and no host sync per step: losses and outputs stay on the device and are
+read once per epoch.
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from dltrain.console import warn
 from dltrain.errors import TrainingError
+from dltrain.task import Task
 from dltrain.train import metrics as metric_registry
 from dltrain.train.distributed import SINGLE, Group
 from dltrain.train.progress import Progress, Silent
-from dltrain.train.task import Task
 
 
 @dataclass
@@ -86,15 +90,32 @@ def catch_signals():
             signal.signal(sig, old)
 
 
-@dataclass
-class Split:
-    x: torch.Tensor | None  # None when streamed
-    y: torch.Tensor
-    transform: Callable | None = None  # stored inputs -> model inputs, per batch (images: normalize, augment)
-    stream: object = None  # batches read from disk each epoch (data.in_memory: false)
+class Batches(Protocol):
+    """A split as the trainer reads it (dltrain.data.batches): (inputs, targets) on the device."""
 
-    def __len__(self) -> int:
-        return self.y.shape[0]
+    y: torch.Tensor  # every target of the split
+
+    def __len__(self) -> int: ...
+    def draw_order(self, generator: torch.Generator) -> torch.Tensor: ...
+    def batches(
+        self, batch_size: int, count: int | None = None, order: torch.Tensor | None = None, start: int = 0, share: Callable | None = None
+    ) -> Iterator[tuple[torch.Tensor | None, torch.Tensor]]: ...
+
+
+@dataclass
+class Job:
+    """What one run trains, every part built before the trainer starts."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    task: Task
+    train: Batches
+    val: Batches | None = None
+    train_transform: Callable | None = None  # stored inputs -> model inputs, per batch (images: normalize, augment)
+    val_transform: Callable | None = None
+    forward: nn.Module | None = None  # what batches go through (compiled and/or DDP); checkpoints use `model`
 
 
 @dataclass
@@ -111,11 +132,10 @@ class _State:
 
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches completed in the current epoch (after an interruption)
-    order: torch.Tensor | None = None  # the current epoch's row order
-    step_losses: torch.Tensor | None = None
+    order: torch.Tensor | None = None  # the current epoch's order (a permutation of the rows, or a stream's seed)
+    step_losses: list[torch.Tensor] | None = None  # None between epochs
     outputs: list[torch.Tensor] = field(default_factory=list)
-    targets: list[torch.Tensor] = field(default_factory=list)  # streamed epochs: the targets of `outputs`
-    sizes: list[int] = field(default_factory=list)  # streamed epochs: rows of each batch
+    targets: list[torch.Tensor] = field(default_factory=list)  # the targets of `outputs`, batch by batch
     seconds: float = 0.0  # time already spent in the current epoch
     best_value: float = math.nan
     best_epoch: int | None = None
@@ -126,33 +146,23 @@ class _State:
 class Trainer:
     def __init__(
         self,
-        model: nn.Module,
-        loss_fn: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler,
-        task: Task,
+        job: Job,
         settings: Settings,
-        train: Split,
-        val: Split | None,
-        device: torch.device,
         sink: Sink,
+        *,
+        device: torch.device,
         progress: Progress | None = None,
-        forward: nn.Module | None = None,
         stop: StopSignal | None = None,
         group: Group = SINGLE,
     ):
-        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
-        # what the batches go through: compiled and/or wrapped in DDP; checkpoints use the plain `model`
-        self.forward = forward or model
-        self.group = group
-        self.task, self.settings, self.device = task, settings, device
-        self.train_split, self.val_split = train, val
-        self.sink, self.progress = sink, progress or Silent()
+        self.job, self.settings, self.sink, self.device, self.group = job, settings, sink, device, group
+        self.model, self.loss_fn, self.optimizer, self.scheduler = job.model, job.loss_fn, job.optimizer, job.scheduler
+        self.forward = job.forward or job.model
+        self.progress = progress or Silent()
         self.generator = torch.Generator().manual_seed(settings.seed)  # the order of training rows
         self.augment_generator = torch.Generator().manual_seed(settings.seed + 1)
         self.state = _State()
         self.higher = metric_registry.higher_is_better(settings.monitor)
-        self.metrics = settings.metrics
         self.stop = stop  # set by SIGINT / SIGTERM; checked after every batch
         dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(settings.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
@@ -178,135 +188,56 @@ class Trainer:
         return Result(self.state.history, self.state.best_epoch, self.state.best_value)
 
     def _epoch(self) -> dict:
-        if self.train_split.stream is not None:
-            return self._streamed_epoch()
-        s, st, g = self.settings, self.state, self.group
+        s, st, g, split = self.settings, self.state, self.group, self.job.train
         epoch = st.epoch + 1
-        n, size = len(self.train_split), s.batch_size
-        batches = count_batches(n, size, g.world)
+        batches = count_batches(len(split), s.batch_size, g.world)
         if st.step_losses is None:  # a new epoch, not one resumed part-way
-            st.order = torch.randperm(n, generator=self.generator) if s.shuffle else None
-            st.step_losses, st.outputs, st.seconds = [], [], 0.0
-        order = None if st.order is None else st.order.to(self.device)
-        # under DDP, this rank's rows of each global batch
-        bounds = [g.share(i * size, n if i == batches - 1 else (i + 1) * size) for i in range(batches)] if g.enabled else None
+            st.order = split.draw_order(self.generator) if s.shuffle else None
+            st.step_losses, st.outputs, st.targets, st.seconds = [], [], [], 0.0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
         self.model.train()
-        x, y = self.train_split.x, self.train_split.y
-        transform = self.train_split.transform
         self._stop_if_signalled(st.batch, start, agree=True)
+        rows = split.batches(s.batch_size, batches, st.order, st.batch, g.share if g.enabled else None)
         # the hot path: names bound once, the plain step taken without the checks it does not need
         plain = self._plain_steps()
         forward, loss_fn, optimizer, stop = self.forward, self.loss_fn, self.optimizer, self.stop
-        keep_loss, keep_output = st.step_losses.append, st.outputs.append
+        transform, augment = self.job.train_transform, self.augment_generator
+        keep_loss, keep_output, keep_target = st.step_losses.append, st.outputs.append, st.targets.append
         advance = None if isinstance(self.progress, Silent) else self.progress.advance
-        for i in range(st.batch, batches):
-            if bounds is None:
-                lo, hi = i * size, n if i == batches - 1 else (i + 1) * size
+        nothing = torch.zeros((), device=self.device)
+        for i, (xb, yb) in enumerate(rows, start=st.batch):
+            if xb is None:  # a streamed batch of which no file could be read (data.on_error: skip)
+                keep_loss(nothing)
             else:
-                lo, hi = bounds[i]
-            if order is None:
-                xb, yb = x[lo:hi], y[lo:hi]
-            else:
-                index = order[lo:hi]
-                xb, yb = x[index], y[index]
-            if transform is not None:
-                xb = transform(xb, self.augment_generator)
-            if plain:
-                output = forward(xb)
-                loss = loss_fn(output, yb)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            else:
-                with self.autocast():
+                if transform is not None:
+                    xb = transform(xb, augment)
+                if plain:
                     output = forward(xb)
                     loss = loss_fn(output, yb)
-                self._backward(loss, i, batches)
-            # kept on the device, read once at the end of the epoch: no host sync per step
-            keep_loss(loss.detach())
-            keep_output(output.detach())
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    with self.autocast():
+                        output = forward(xb)
+                        loss = loss_fn(output, yb)
+                    self._backward(loss, i, batches)
+                # kept on the device, read once at the end of the epoch: no host sync per step
+                keep_loss(loss.detach())
+                keep_output(output.detach())
+            keep_target(yb)
             if advance is not None:
                 advance(1)
-            if bounds is not None:
+            if g.enabled:
                 if i % _AGREE_EVERY == 0 or i == batches - 1:  # a signal stops every rank at one batch
                     self._stop_if_signalled(i + 1, start, agree=True)
             elif stop.signum is not None:
                 self._stop_if_signalled(i + 1, start)
-        if bounds is None:
-            sizes = torch.full((batches,), float(size), device=self.device)
-            sizes[-1] = n - (batches - 1) * size
-            target = y if order is None else y[order]
-        else:
-            sizes = torch.tensor([hi - lo for lo, hi in bounds], dtype=torch.float32, device=self.device)
-            rows = torch.cat([torch.arange(lo, hi, device=self.device) for lo, hi in bounds])
-            target = y[rows] if order is None else y[order[rows]]
+        sizes = torch.tensor([t.shape[0] for t in st.targets], dtype=torch.float32, device=self.device)
         losses = torch.stack(st.step_losses).float()
-        train_loss = float(g.sum((losses * sizes).sum())) / n
-        if not math.isfinite(train_loss):
-            self._explain_non_finite(losses, epoch, batches)
-        row: dict = {"epoch": epoch, "train_loss": train_loss}
-        outputs = torch.cat(st.outputs)
-        st.outputs = []  # one copy at a time
-        row.update(self._metrics("train", g.gather_rows(outputs), g.gather_rows(target)))
-        del outputs, target
-        if self.val_split is not None:
-            val_loss, val_outputs = self.predict(self.val_split.x, self.val_split.y)
-            row["val_loss"] = val_loss
-            row.update(self._metrics("val", val_outputs, self.val_split.y))
-        row["lr"] = lr
-        row["seconds"] = st.seconds + time.perf_counter() - start
-        st.epoch, st.batch, st.order, st.outputs, st.step_losses = epoch, 0, None, [], None
-        return row
-
-    def _streamed_epoch(self) -> dict:
-        """The same epoch with batches read from disk: their order is drawn from a seed kept in the state."""
-        s, st, g = self.settings, self.state, self.group
-        split = self.train_split
-        epoch = st.epoch + 1
-        n = len(split)
-        batches = count_batches(n, s.batch_size, g.world)
-        if st.step_losses is None:
-            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator)) if s.shuffle else -1
-            st.order, st.step_losses = torch.tensor([seed]), []
-            st.outputs, st.targets, st.sizes, st.seconds = [], [], [], 0.0
-        seed = int(st.order[0])
-        lr = self.optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
-        self.model.train()
-        self._stop_if_signalled(st.batch, start, agree=True)
-        stream = split.stream.batches(
-            s.batch_size, batches, None if seed < 0 else seed, st.batch, g.share if g.enabled else None, **self._pin()
-        )
-        for i, (xb, at) in enumerate(stream, start=st.batch):
-            if xb is not None:
-                yb = split.y[at.to(self.device)]
-                xb = xb.to(self.device, non_blocking=True)
-                if split.transform is not None:
-                    xb = split.transform(xb, self.augment_generator)
-                with self.autocast():
-                    output = self.forward(xb)
-                    loss = self.loss_fn(output, yb)
-                self._backward(loss, i, batches)
-                st.step_losses.append(loss.detach())
-                st.outputs.append(output.detach())
-                st.targets.append(yb)
-            else:
-                st.step_losses.append(torch.zeros((), device=self.device))
-            st.sizes.append(0 if xb is None else yb.shape[0])
-            self.progress.advance(1)
-            if g.enabled:
-                if i % _AGREE_EVERY == 0 or i == batches - 1:
-                    self._stop_if_signalled(i + 1, start, agree=True)
-            elif self.stop.signum is not None:
-                self._stop_if_signalled(i + 1, start)
-        sizes = torch.tensor(st.sizes, dtype=torch.float32, device=self.device)
-        rows = float(g.sum(sizes.sum()))
-        losses = torch.stack(st.step_losses).float()
-        train_loss = float(g.sum((losses * sizes).sum())) / max(rows, 1.0)
+        train_loss = float(g.sum((losses * sizes).sum())) / max(float(g.sum(sizes.sum())), 1.0)
         if not math.isfinite(train_loss):
             self._explain_non_finite(losses, epoch, batches)
         row: dict = {"epoch": epoch, "train_loss": train_loss}
@@ -314,45 +245,28 @@ class Trainer:
         st.outputs, st.targets = [], []  # one copy at a time: the epoch's outputs are the largest thing kept
         row.update(self._metrics("train", g.gather_rows(outputs), g.gather_rows(targets)))
         del outputs, targets
-        if self.val_split is not None:
-            val_loss, val_outputs, val_targets = self._predict_stream(self.val_split)
+        if self.job.val is not None:
+            val_loss, val_outputs, val_targets = self._validate()
             row["val_loss"] = val_loss
             row.update(self._metrics("val", val_outputs, val_targets))
         row["lr"] = lr
         row["seconds"] = st.seconds + time.perf_counter() - start
         st.epoch, st.batch, st.order, st.step_losses = epoch, 0, None, None
-        st.outputs, st.targets, st.sizes = [], [], []
         return row
 
-    def _pin(self) -> dict:
-        """File streams: pinned memory for copies to a GPU."""
-        from dltrain.data.stream import FileStream
+    def _validate(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """The mean loss, the raw outputs and the targets of the validation split, in eval mode.
 
-        return {"pin": self.device.type == "cuda"} if isinstance(self.train_split.stream, FileStream) else {}
-
-    def _predict_stream(self, split: Split) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """Loss, outputs and targets of a streamed split, each rank taking its share of each batch."""
+        Under DDP each rank takes its share of each batch, and outputs are gathered without padding
+        duplicates: the metrics are those of one process.
+        """
         g = self.group
         self.model.eval()
-        outputs, targets, total, rows = [], [], torch.zeros((), dtype=torch.float64, device=self.device), 0
-        with torch.inference_mode():
-            for xb, at in split.stream.batches(self._eval_batch, None, None, 0, g.share if g.enabled else None):
-                if xb is None or at.numel() == 0:
-                    continue
-                yb = split.y[at.to(self.device)]
-                xb = xb.to(self.device)
-                if split.transform is not None:
-                    xb = split.transform(xb)
-                with self.autocast():
-                    output = self.model(xb)
-                    total += self.loss_fn(output, yb).double() * yb.shape[0]
-                outputs.append(output.float())
-                targets.append(yb)
-                rows += yb.shape[0]
-        rows_all = float(g.sum(torch.tensor(float(rows), device=self.device)))
-        loss = float(g.sum(total)) / max(rows_all, 1.0)
-        empty = torch.zeros((0,), device=self.device)
-        return loss, g.gather_rows(torch.cat(outputs) if outputs else empty), g.gather_rows(torch.cat(targets) if targets else empty)
+        batches = self.job.val.batches(self._eval_batch, share=g.share if g.enabled else None)
+        # the plain model: DDP's forward would sync buffers for every validation batch
+        seen = infer(self.model, self.loss_fn, batches, self.job.val_transform, self.autocast)
+        rows = float(g.sum(torch.tensor(float(seen.rows), device=self.device)))
+        return float(g.sum(seen.loss_sum)) / max(rows, 1.0), g.gather_rows(seen.outputs), g.gather_rows(seen.targets)
 
     def _explain_non_finite(self, losses: torch.Tensor, epoch: int, batches: int) -> None:
         finite = torch.isfinite(losses)
@@ -415,27 +329,9 @@ class Trainer:
         if self.scheduler is not None and s.scheduler_interval == "step":
             self.scheduler.step()
 
-    def predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """The mean loss and the raw outputs of the model on all of `x`, in eval mode.
-
-        Under DDP each rank evaluates its own contiguous share and the outputs are gathered in
-        order, without padding duplicates: the result is that of one process.
-        """
-        if self.val_split is not None and self.val_split.stream is not None:
-            loss, outputs, _ = self._predict_stream(self.val_split)
-            return loss, outputs
-        self.model.eval()
-        g = self.group
-        lo, hi = g.share(0, x.shape[0])
-        transform = self.val_split.transform if self.val_split is not None else None
-        # the plain model: DDP's forward would sync buffers for every validation batch
-        loss, outputs = evaluate_batches(self.model, self.loss_fn, x[lo:hi], y[lo:hi], self._eval_batch, self.autocast, transform)
-        total = g.sum(torch.tensor(loss * (hi - lo) if hi > lo else 0.0, device=self.device, dtype=torch.float64))
-        return float(total) / max(1, x.shape[0]), g.gather_rows(outputs)
-
     def _metrics(self, split: str, outputs: torch.Tensor, target: torch.Tensor) -> dict:
-        outcome = metric_registry.Outcome(self.task, outputs.float(), target, split)
-        return {f"{split}_{k}": v for k, v in metric_registry.compute(self.metrics, outcome).items()}
+        outcome = metric_registry.Outcome(self.job.task, outputs.float(), target, split)
+        return {f"{split}_{k}": v for k, v in metric_registry.compute(self.settings.metrics, outcome).items()}
 
     def _after_epoch(self, row: dict) -> bool:
         """Scheduler, best checkpoint, early stopping. True when training should stop."""
@@ -476,7 +372,7 @@ class Trainer:
                 "step_losses": torch.stack(st.step_losses).cpu() if st.step_losses else torch.zeros(0),
                 "outputs": torch.cat(st.outputs).cpu() if st.outputs else None,
                 "targets": torch.cat(st.targets).cpu() if st.targets else None,
-                "sizes": list(st.sizes),
+                "sizes": [t.shape[0] for t in st.targets],
                 "seconds": st.seconds,
             }
         rng = {
@@ -506,11 +402,9 @@ class Trainer:
             "ranks": ranks[1:],  # the other ranks' parts, under DDP
         }
 
-    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
-        """Continue from a checkpoint: everything with `--resume`, the weights alone with `--init-from`."""
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where a checkpoint stopped (--resume)."""
         self.model.load_state_dict(state["model"])
-        if weights_only:
-            return
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -526,8 +420,6 @@ class Trainer:
         if self.group.rank > 0 and len(others) == self.group.world - 1:
             own = others[self.group.rank - 1]
         elif self.group.world != len(others) + 1:
-            from dltrain.console import warn
-
             warn(f"this run was trained on {len(others) + 1} process(es) and continues on {self.group.world}: "
                  "it goes on from the same weights, but not exactly as an unbroken run would")
         partial = own["partial"]
@@ -538,8 +430,7 @@ class Trainer:
             st.order = partial["order"]
             st.step_losses = list(partial["step_losses"].to(self.device).unbind())
             st.outputs = [partial["outputs"].to(self.device)] if partial["outputs"] is not None else []
-            st.targets = [partial["targets"].to(self.device)] if partial.get("targets") is not None else []
-            st.sizes = list(partial.get("sizes") or [])
+            st.targets = self._targets_done(partial)
             st.seconds = partial["seconds"]
         rng = own["rng"]
         torch.set_rng_state(rng["torch"])
@@ -551,25 +442,56 @@ class Trainer:
         self.generator.set_state(rng["shuffle"])
         self.augment_generator.set_state(rng["augment"])
 
-def evaluate_batches(
-    forward, loss_fn, x, y, batch_size: int, autocast=nullcontext, transform: Callable | None = None
-) -> tuple[float, torch.Tensor]:
-    """Outputs of `forward` over `x` in batches under inference mode, and the mean loss against `y`."""
-    outputs = []
-    total = torch.zeros((), device=x.device)
+    def _targets_done(self, partial: dict) -> list[torch.Tensor]:
+        """The targets of the batches an interrupted epoch had done, batch by batch."""
+        targets = partial.get("targets")
+        if targets is not None:
+            return list(targets.to(self.device).split([int(n) for n in partial["sizes"]]))
+        if partial["outputs"] is None:
+            return []
+        # dltrain 0.1, data in memory: they are the targets of those batches, drawn again in the same order
+        s, g, split = self.settings, self.group, self.job.train
+        count = count_batches(len(split), s.batch_size, g.world)
+        done = split.batches(s.batch_size, count, partial["order"], 0, g.share if g.enabled else None)
+        return [yb for _, yb in islice(done, self.state.batch)]
+
+
+@dataclass
+class Seen:
+    """What a model gave on a split: the summed loss (a device scalar), rows, outputs and targets."""
+
+    loss_sum: torch.Tensor
+    rows: int
+    outputs: torch.Tensor
+    targets: torch.Tensor | None
+
+
+def infer(forward, loss_fn, batches, transform: Callable | None = None, autocast=nullcontext) -> Seen:
+    """`forward` over (inputs, targets) batches under inference mode: outputs, and the loss where
+    there are targets. Batches whose inputs are None (no file readable) are passed over."""
+    outputs, targets, total, rows = [], [], None, 0
     with torch.inference_mode():
-        for lo in range(0, x.shape[0], batch_size):
-            xb = x[lo : lo + batch_size]
+        for xb, yb in batches:
+            if xb is None:
+                continue
             if transform is not None:
                 xb = transform(xb)
             with autocast():
                 output = forward(xb)
-                if y is not None:
-                    total += loss_fn(output, y[lo : lo + batch_size]).float() * output.shape[0]
+                if yb is not None and loss_fn is not None:
+                    part = loss_fn(output, yb).float() * output.shape[0]
+                    total = part if total is None else total + part
             outputs.append(output.float())
-    n = x.shape[0]
-    out = torch.cat(outputs) if outputs else torch.empty(0)
-    return (float(total) / n if y is not None and n else math.nan), out
+            if yb is not None:
+                targets.append(yb)
+            rows += output.shape[0]
+    device = outputs[0].device if outputs else torch.device("cpu")
+    return Seen(
+        total if total is not None else torch.zeros((), device=device),
+        rows,
+        torch.cat(outputs) if outputs else torch.zeros((0, 1), device=device),
+        torch.cat(targets) if targets else None,
+    )
 
 
 @contextmanager

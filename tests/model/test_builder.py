@@ -6,8 +6,9 @@ from torch import nn
 
 from dltrain.components import Component, ComponentError, bind
 from dltrain.model import layers as own
-from dltrain.model.builder import InputSpec, LayerErrors, build_model, parse_layers
+from dltrain.model.builder import LayerErrors, build_model, parse_layers
 from dltrain.model.registry import layer_registry
+from dltrain.task import InputSpec
 
 VECTOR = InputSpec((8,))
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import dltrain
+from dltrain import checkpoint
 from dltrain.errors import CheckpointError, TrainingError, WriteError
-from dltrain.run import load_checkpoint
 from tests.conftest import write
 
 CONFIG = """\
@@ -50,13 +50,13 @@ def test_kill_9_at_random_moments_leaves_loadable_checkpoints(project, tmp_path)
         process.kill()
         process.wait()
         for name in ("last.pt", "best.pt"):
-            state = load_checkpoint(run / name)
+            state = checkpoint.load(run / name).state
             assert state["model"] and state["epoch"] >= 1, (attempt, name)
     # after all that, the run resumes and finishes (how far the killed rounds got depends on the machine's load)
-    reached = load_checkpoint(run / "last.pt")["epoch"]
+    reached = checkpoint.load(run / "last.pt").state["epoch"]
     finished = subprocess.run([sys.executable, "-m", "dltrain", "fit", "--resume", str(run), f"train.epochs={reached + 1}"], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    assert load_checkpoint(run / "last.pt")["epoch"] == reached + 1
+    assert checkpoint.load(run / "last.pt").state["epoch"] == reached + 1
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == list(range(1, len(metrics) + 1))
 
@@ -80,7 +80,7 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(proje
     assert "No space left on device" in message and "Nothing was half-written" in message
     assert "dltrain fit --resume" in message
     monkeypatch.undo()
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    state = checkpoint.load(tmp_path / "run" / "last.pt").state
     assert state["epoch"] == 1
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
@@ -94,7 +94,7 @@ def test_an_exploding_loss_stops_and_best_keeps_the_good_weights(project, tmp_pa
     with pytest.raises(TrainingError) as error:
         dltrain.fit(project, overrides, out=tmp_path / "run", progress=False)
     assert "in epoch 3, batch" in str(error.value) and "best.pt keeps the weights of epoch 2" in str(error.value)
-    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    best = checkpoint.load(tmp_path / "run" / "best.pt").state
     assert best["best"]["epoch"] == 2
     assert all(torch.isfinite(t).all() for t in best["model"].values())
 
@@ -110,4 +110,4 @@ def test_broken_checkpoints_are_refused(project, tmp_path, cli):
         result = cli(*args)
         assert result.code == 2 and "not a dltrain checkpoint" in result.stderr
     with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "nowhere.pt")
+        checkpoint.load(tmp_path / "nowhere.pt")

@@ -3,13 +3,14 @@ import math
 import pytest
 import torch
 
+from dltrain.task import Task
 from dltrain.train.losses import loss_registry
 from dltrain.train.metrics import DEFAULTS, METRICS, Outcome, compute, higher_is_better
-from dltrain.train.task import Task
 
 
 def outcome(loss: str, target_type: str, output, target, classes=("a", "b", "c")) -> Outcome:
-    task = Task(loss_registry().get(loss), target_type, classes)
+    entry = loss_registry().get(loss)
+    task = Task(target_type, entry.form, entry.output, classes)
     return Outcome(task, torch.tensor(output, dtype=torch.float32), torch.tensor(target))
 
 
@@ -53,7 +54,8 @@ def test_cross_entropy_on_a_binary_target_gives_binary_metrics():
 
 
 def test_regression_metrics_in_the_targets_own_units():
-    task = Task(loss_registry().get("mse"), "numeric", (), mean=100.0, std=10.0)
+    entry = loss_registry().get("mse")
+    task = Task("numeric", entry.form, entry.output, (), mean=100.0, std=10.0)
     predicted = torch.tensor([[0.0], [1.0], [-1.0]])  # 100, 110, 90
     actual = torch.tensor([[0.5], [1.0], [-2.0]])  # 105, 110, 80
     result = compute(DEFAULTS["numeric"], Outcome(task, predicted, actual))

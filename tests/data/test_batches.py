@@ -1,4 +1,5 @@
-"""data.in_memory: false: the same encoders as in memory, batches read from disk, exact resume."""
+"""Batches: slices of tensors in memory; with data.in_memory: false the same encoders, batches read
+from disk, exact resume."""
 
 import os
 import signal
@@ -9,8 +10,10 @@ import pytest
 import torch
 
 import dltrain
+from dltrain.data import tables
+from dltrain.data.batches import TableStream, TensorSplit
 from dltrain.data.sources import ResolvedSource
-from dltrain.data.stream import Sources, TableStream
+from dltrain.data.tables import ChunkedTable
 from dltrain.train.trainer import Interrupted
 
 
@@ -40,7 +43,7 @@ def config(path, **data):
 
 @pytest.mark.parametrize("file", ["t.parquet", "t.csv"])
 def test_streaming_fits_the_same_encoders_and_learns_as_well(table, file, monkeypatch):
-    monkeypatch.setattr("dltrain.data.stream.CHUNK_ROWS", 700)  # several chunks
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 700)  # several chunks
     memory = dltrain.check(config(table / file))
     streamed = dltrain.check(config(table / file, in_memory=False))
     a, b = memory.data.schema.to_dict(), streamed.data.schema.to_dict()
@@ -59,20 +62,30 @@ def test_streaming_fits_the_same_encoders_and_learns_as_well(table, file, monkey
     assert from_disk.history[-1]["val_accuracy"] > 0.9
 
 
-def test_table_stream_batches_cover_each_row_once_and_follow_their_seed(table):
+def test_tensor_batches_are_slices_in_the_order_given():
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    split = TensorSplit(x, y, np.arange(10))
+    assert [b.tolist() for _, b in split.batches(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [b.tolist() for _, b in split.batches(4, count=2)] == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]  # the last takes the rest
+    order = split.draw_order(torch.Generator().manual_seed(0))
+    shuffled = list(split.batches(4, order=order, start=1))
+    assert [b.tolist() for _, b in shuffled] == [order[4:8].tolist(), order[8:].tolist()]
+    assert all(torch.equal(xb[:, 0].long(), yb) for xb, yb in shuffled)
+    halves = list(split.batches(4, share=lambda lo, hi: (lo, (lo + hi) // 2)))  # one rank's part of each batch
+    assert [b.tolist() for _, b in halves] == [[0, 1], [4, 5], [8]]
+
+
+def test_table_stream_batches_cover_each_row_once_and_follow_their_seed(table, monkeypatch):
     built = dltrain.check(config(table / "t.parquet"))
     rows = np.sort(built.data.splits["train"].rows)
-    stream = TableStream(Sources([ResolvedSource("parquet", path=str(table / "t.parquet"))]), rows, built.data.schema, "t")
-    import dltrain.data.stream as module
-
-    module_rows, module.CHUNK_ROWS = module.CHUNK_ROWS, 500
-    try:
-        first = list(stream.batches(100, None, seed=5))
-        again = list(stream.batches(100, None, seed=5))
-        other = list(stream.batches(100, None, seed=6))
-        later = list(stream.batches(100, None, seed=5, start=7))
-    finally:
-        module.CHUNK_ROWS = module_rows
+    source = ChunkedTable({"": ResolvedSource("parquet", path=str(table / "t.parquet"))})
+    stream = TableStream(source, rows, torch.arange(len(rows)), built.data.schema, "t")  # targets: positions
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 500)
+    seed = {n: torch.tensor([n]) for n in (5, 6)}
+    first = list(stream.batches(100, order=seed[5]))
+    again = list(stream.batches(100, order=seed[5]))
+    other = list(stream.batches(100, order=seed[6]))
+    later = list(stream.batches(100, order=seed[5], start=7))
     positions = torch.cat([at for _, at in first])
     assert sorted(positions.tolist()) == list(range(len(rows)))
     assert [len(at) for _, at in first[:-1]] == [100] * (len(first) - 1)

@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from dltrain.build import build_loss, check, source_resolver
-from dltrain.config import load_config
-from dltrain.data import dataset as dataset_module
-from dltrain.data.dataset import DataSchema, encode_target, prepare, rebuild
+from dltrain.data import prepare as prepare_module
 from dltrain.data.encoders import BinaryEncoder, CategoryEncoder, NumericEncoder
+from dltrain.data.prepare import prepare, rebuild
+from dltrain.data.schema import DataSchema, encode_target
 from dltrain.errors import ConfigError, DataError
-from dltrain.train.losses import loss_registry
+from dltrain.fitting import check
+from dltrain.plan import make_plan
+from dltrain.task import INDEX, ZERO_ONE
 from tests.conftest import write
 
 
@@ -19,7 +20,7 @@ from tests.conftest import write
 def warned(monkeypatch) -> list[str]:
     """What prepare warns about (console.warn prints each message once per process)."""
     found: list[str] = []
-    monkeypatch.setattr(dataset_module, "warn", found.append)
+    monkeypatch.setattr(prepare_module, "warn", found.append)
     return found
 
 
@@ -49,10 +50,9 @@ def saved(tmp_path, frame: pd.DataFrame, name: str = "t.csv"):
     return tmp_path / name
 
 
-def test_prepare_with_a_resolver_as_check_does(tmp_path):
-    cfg = load_config(config(saved(tmp_path, table()), inputs=["x", "color"]))
-    loss_entry, _ = build_loss(cfg.loss)
-    prepared = prepare(cfg.config.data, loss_entry, cfg.config.seed, source_resolver(cfg))
+def test_prepare_from_a_plans_data_spec(tmp_path):
+    plan = make_plan(config(saved(tmp_path, table()), inputs=["x", "color"]))
+    prepared = prepare(plan.data, plan.loss_entry.name, plan.loss_entry.form)
     assert prepared.info["source"] == {"type": "csv", "path": str(tmp_path / "t.csv")}
     assert prepared.info["rows"] == {"train": 32, "val": 4, "test": 4}
     assert prepared.schema.input_columns == ["x", "color"]
@@ -183,9 +183,10 @@ def test_id_column_given_is_kept_out_of_the_inputs(tmp_path):
 
 def test_bce_target_is_float_n_by_1(tmp_path):
     frame = table()
-    prepared = check(config(saved(tmp_path, frame), loss="BCEWithLogitsLoss", inputs=["x"])).data
-    assert prepared.task.classes == ("no", "yes")
-    assert prepared.task.output_size == 1
+    parts = check(config(saved(tmp_path, frame), loss="BCEWithLogitsLoss", inputs=["x"]))
+    prepared = parts.data
+    assert parts.task.classes == ("no", "yes")
+    assert parts.task.output_size == 1
     for split in prepared.splits.values():
         assert split.y.dtype == torch.float32
         assert split.y.shape == (len(split.rows), 1)
@@ -196,8 +197,9 @@ def test_bce_target_is_float_n_by_1(tmp_path):
 def test_bce_target_honours_positive(tmp_path):
     frame = table()
     target = {"column": "label", "positive": "no"}
-    prepared = check(config(saved(tmp_path, frame), target=target, loss="bce", inputs=["x"])).data
-    assert prepared.task.classes == ("yes", "no")
+    parts = check(config(saved(tmp_path, frame), target=target, loss="bce", inputs=["x"]))
+    prepared = parts.data
+    assert parts.task.classes == ("yes", "no")
     train = prepared.splits["train"]
     assert train.y.flatten().tolist() == (frame["label"].iloc[train.rows] == "no").astype(float).tolist()
 
@@ -205,9 +207,10 @@ def test_bce_target_honours_positive(tmp_path):
 def test_cross_entropy_target_is_long_n(tmp_path):
     frame = table()
     built = check(config(saved(tmp_path, frame), target="species", inputs=["x"]))
-    prepared = built.data
-    assert prepared.task.classes == ("a", "b", "c", "d")
-    assert prepared.task.output_size == 4
+    parts = built
+    prepared = parts.data
+    assert parts.task.classes == ("a", "b", "c", "d")
+    assert parts.task.output_size == 4
     assert built.model[-1].out_features == 4
     for split in prepared.splits.values():
         assert split.y.dtype == torch.long
@@ -217,20 +220,22 @@ def test_cross_entropy_target_is_long_n(tmp_path):
 
 
 def test_binary_target_with_cross_entropy_has_two_classes(tmp_path):
-    prepared = check(config(saved(tmp_path, table()), target="label", inputs=["x"])).data
+    parts = check(config(saved(tmp_path, table()), target="label", inputs=["x"]))
+    prepared = parts.data
     assert isinstance(prepared.schema.target, CategoryEncoder)
-    assert prepared.task.output_size == 2
+    assert parts.task.output_size == 2
     assert prepared.splits["train"].y.dtype == torch.long
 
 
 def test_numeric_target_is_standardized_and_decoded(tmp_path):
     frame = table()
-    prepared = check(config(saved(tmp_path, frame), target="price", loss="mse", inputs=["x"])).data
+    parts = check(config(saved(tmp_path, frame), target="price", loss="mse", inputs=["x"]))
+    prepared = parts.data
     train = prepared.splits["train"]
     assert train.y.dtype == torch.float32 and train.y.shape == (len(train.rows), 1)
     assert train.y.mean().item() == pytest.approx(0.0, abs=1e-5)
     assert train.y.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
-    task = prepared.task
+    task = parts.task
     assert (task.target_type, task.output_size) == ("numeric", 1)
     assert task.mean == pytest.approx(frame["price"].iloc[train.rows].mean())
     for split in prepared.splits.values():
@@ -240,11 +245,10 @@ def test_numeric_target_is_standardized_and_decoded(tmp_path):
 
 def test_encode_target_marks_unknown_classes():
     encoder = CategoryEncoder("species", ["a", "b"])
-    entry = loss_registry().get("CrossEntropyLoss")
-    y, known = encode_target(encoder, pd.Series(["b", "z", None, "a"]), entry)
+    y, known = encode_target(encoder, pd.Series(["b", "z", None, "a"]), INDEX)
     assert y.tolist() == [1, 0, 0, 0] and known.tolist() == [True, False, False, True]
     y, known = encode_target(
-        BinaryEncoder("label", ["no", "yes"]), pd.Series(["yes", "no"]), loss_registry().get("bce")
+        BinaryEncoder("label", ["no", "yes"]), pd.Series(["yes", "no"]), ZERO_ONE
     )
     assert y.tolist() == [[1.0], [0.0]] and known.tolist() == [True, True]
 
@@ -290,7 +294,7 @@ def test_rebuild_encodes_the_splits_exactly_as_prepare(tmp_path):
     prepared = built.data
     schema = DataSchema.from_dict(json.loads(json.dumps(prepared.schema.to_dict())))
     info = json.loads(json.dumps(prepared.info, default=lambda v: v.tolist()))  # as data.json holds it
-    again = rebuild(info, schema, built.loss_entry, ("train", "val", "test"))
+    again = rebuild(info, schema, built.plan.loss_entry.form, ("train", "val", "test"))
     for name, split in prepared.splits.items():
         assert torch.equal(again[name].x, split.x)
         assert torch.equal(again[name].y, split.y)
@@ -301,15 +305,16 @@ def test_rebuild_with_fewer_rows_says_the_data_changed(tmp_path):
     built = check(config(saved(tmp_path, table()), target="species"))
     saved(tmp_path, table().iloc[:10])
     with pytest.raises(DataError, match=f"but {tmp_path / 't.csv'} now has 10 rows: the data changed"):
-        rebuild(built.data.info, built.data.schema, built.loss_entry, ("train",))
+        rebuild(built.data.info, built.data.schema, built.plan.loss_entry.form, ("train",))
 
 
 def test_target_class_unseen_in_training_is_dropped_and_counted(tmp_path, warned):
     frame = table(n=20)
     frame["part"] = ["train"] * 16 + ["test"] * 4
     frame.loc[16:17, "species"] = "e"
-    prepared = check(config(saved(tmp_path, frame), target="species", inputs=["x"], split={"column": "part"})).data
-    assert prepared.task.classes == ("a", "b", "c", "d")
+    parts = check(config(saved(tmp_path, frame), target="species", inputs=["x"], split={"column": "part"}))
+    prepared = parts.data
+    assert parts.task.classes == ("a", "b", "c", "d")
     assert prepared.info["dropped"] == {"missing_target": 0, "unseen_target": 2, "unreadable": 0}
     assert prepared.splits["test"].rows.tolist() == [18, 19]
     assert "2 row(s) of the test split have target values never seen in training (e): dropped" in warned

@@ -65,7 +65,7 @@ def component(registry: Registry, entries: dict, extra: dict | None = None) -> d
 
 
 def config_schema() -> dict:
-    from dltrain.config.schema import Config
+    from dltrain.config.schema import DEFAULT_OPTIMIZER, Config
     from dltrain.data.encoders import ENCODERS
     from dltrain.data.sources import SOURCES
     from dltrain.model.registry import layer_registry
@@ -93,7 +93,7 @@ def config_schema() -> dict:
     properties = schema["properties"]
     defs["Model"]["properties"]["layers"]["items"] = {"$ref": "#/$defs/layer"}
     properties["loss"] = {"$ref": "#/$defs/loss", "description": properties["loss"].get("description", "")}
-    properties["optimizer"] = {"$ref": "#/$defs/optimizer", "description": properties["optimizer"].get("description", ""), "default": {"type": "Adam", "lr": 0.001}}
+    properties["optimizer"] = {"$ref": "#/$defs/optimizer", "description": properties["optimizer"].get("description", ""), "default": DEFAULT_OPTIMIZER}
     properties["scheduler"] = {"anyOf": [{"$ref": "#/$defs/scheduler"}, {"type": "null"}], "description": properties["scheduler"].get("description", "")}
     # columns: their types and every type's options
     options = {

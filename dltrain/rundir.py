@@ -1,0 +1,127 @@
+"""The run directory: chosen (never one that exists), written as training goes (metrics.csv and the
+checkpoints, atomically), and removed again when a fit fails before its first checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from dltrain import checkpoint
+from dltrain.config.yaml import dump_yaml
+from dltrain.errors import CheckpointError, UsageError, WriteError
+from dltrain.files import write_json, write_text
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """`out_dir/name`, or `name-2`, `name-3`, ... when taken; created here, so two runs never share one."""
+    base = Path(out_dir)
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"train.out_dir {base}: a file, not a folder; runs go in a folder")
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100_000):
+        path = base / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"{base}: too many runs named {name}")
+
+
+def make_run_dir(out: str | Path | None, out_dir: str | Path, name: str) -> Path:
+    """`--out DIR` (a new or empty folder), or a new folder for `name` under `out_dir`."""
+    if out is None:
+        return new_run_dir(out_dir, name)
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: a file, not a folder; give a new folder for the run")
+    if path.exists() and any(path.iterdir()):
+        raise UsageError(f"--out {path}: the folder exists and is not empty; dltrain never writes over a run")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_if_unused(path: Path, keep_folder: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its name)."""
+    if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json"}:
+        for name in ("config.yaml", "data.json"):
+            (path / name).unlink(missing_ok=True)
+        if not keep_folder:
+            path.rmdir()
+
+
+class RunDir:
+    """The files of one run. It is the trainer's `Sink`: metrics rows and checkpoints go here."""
+
+    def __init__(self, path: Path, recipe: dict, tensorboard: bool = False):
+        self.path = Path(path)
+        self.recipe = recipe  # what every checkpoint holds besides the trainer's state (Recipe.to_dict)
+        self.history: list[dict] = []
+        self.board = _tensorboard(self.path) if tensorboard else None
+
+    def record(self) -> None:
+        """config.yaml (the config as run) and data.json (where the data came from, rows per split)."""
+        self._write(lambda path: write_text(path, dump_yaml(self.recipe["config"])), self.path / "config.yaml")
+        self._write(lambda path: write_json(path, self.recipe["data"]), self.path / "data.json")
+
+    def start(self, history: list[dict]) -> None:
+        """metrics.csv as the checkpoint knows it (on resume, rows written after it are dropped)."""
+        for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
+        self.history = [dict(r) for r in history]
+        self._write_metrics()
+
+    def epoch_row(self, row: dict) -> None:
+        self.history.append(dict(row))
+        self._write_metrics()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, float):
+                    self.board.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+            self.board.flush()
+
+    def _write_metrics(self) -> None:
+        if not self.history:
+            return
+        columns = list(self.history[0])
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
+        self._write(lambda path: write_text(path, out.getvalue()), self.path / "metrics.csv")
+
+    def checkpoint(self, state: dict, best: bool) -> None:
+        path = self.path / ("best.pt" if best else "last.pt")
+        self._write(lambda target: checkpoint.save(target, self.recipe, state), path)
+
+    def _write(self, write, path: Path) -> None:
+        try:
+            write(path)
+        except OSError as error:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise WriteError(
+                f"cannot write {path}: {error.strerror or error}. Nothing was half-written: {kept}. Free some "
+                f"space (or make the folder writable), then continue with: dltrain fit --resume {self.path}"
+            ) from None
+
+
+def _tensorboard(path: Path):
+    """A TensorBoard writer in the run directory, when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from dltrain.console import warn
+
+        warn("train.logger is tensorboard, but the tensorboard package is not installed (pip install tensorboard): metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(str(path / "tensorboard"))
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
