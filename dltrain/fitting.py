@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 
 from dltrain import checkpoint, console
-from dltrain.build import Parts, build
+from dltrain.build import Parts, build, rehearse
 from dltrain.checkpoint import Recipe
 from dltrain.console import note, warn
 from dltrain.data.prepare import Prepared, missing_files, rebuild
 from dltrain.errors import CheckpointError, ConfigError, DataError, DltrainError, Problem, UsageError, first_line
-from dltrain.plan import Plan, make_plan, rehearse
+from dltrain.plan import Plan, make_plan
 from dltrain.rundir import RunDir, make_run_dir, remove_if_unused
 from dltrain.train import progress as progress_module
 from dltrain.train.device import resolve_device

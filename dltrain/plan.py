@@ -3,42 +3,29 @@
 `make_plan` checks what needs the registries (layer, loss, optimizer, scheduler and metric names
 and arguments, column types and options) and the file system (the data sources), and reports
 those problems together with the config's own, each with its file:line. The plan holds the parsed
-components and the data section as plain values for the steps after it.
-
-Two checks need the data or the built parts, and run when they exist: `metric_names` and
-`check_monitor` once the target's type and the splits are known, and `rehearse`, one training
-step on the built parts, undone, so that what only fails when it runs fails before a run
-directory is made, with the key to change.
+components and the data section as plain values for the build step after it (`dltrain.build`),
+which runs the checks that need the data and the built parts.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import Any
 
 from dltrain.components import Component, ComponentError, bind, parse_component, suggest
 from dltrain.config import LoadedConfig, read_config
 from dltrain.config.schema import DEFAULT_OPTIMIZER, ByColumn, Files, Ratios
-from dltrain.console import warn
-from dltrain.data.batches import TensorSplit
 from dltrain.data.encoders import check_column_options
 from dltrain.data.prepare import Column, DataSpec
 from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, resolve_source
-from dltrain.errors import ConfigError, DltrainError, Problem, first_line
+from dltrain.errors import ConfigError, DltrainError, Problem
 from dltrain.model.builder import LayerErrors, parse_layers
 from dltrain.train.losses import LossEntry, loss_registry
-from dltrain.train.metrics import DEFAULTS, METRICS
+from dltrain.train.metrics import METRICS
 from dltrain.train.optim import SCHEDULER_INTERVALS, check_optimizer, check_scheduler, scheduler_component
-
-if TYPE_CHECKING:
-    from dltrain.build import Parts
 
 
 @dataclass
@@ -200,7 +187,8 @@ def _data_spec(cfg: LoadedConfig, problems: list[Problem]) -> DataSpec | None:
 
 def _source(cfg: LoadedConfig, source, path: tuple, problems: list[Problem]) -> ResolvedSource | None:
     try:
-        return resolve_source(source, lambda value, key: cfg.resolve_path(value, (*path, *key)))
+        plain = source if isinstance(source, str) else source.model_dump(exclude_none=True)
+        return resolve_source(plain, lambda value, key: cfg.resolve_path(value, (*path, *key)))
     except ConfigError as error:
         problems += error.problems
     except ValueError as error:
@@ -224,102 +212,3 @@ def _metric_problems(cfg: LoadedConfig) -> list[Problem]:
             hint = suggest(name, METRICS.names()) or f" Known metrics: {', '.join(METRICS.names())}."
             problems.append(cfg.problem(("train", key), f"unknown metric '{name}'.{hint}"))
     return problems
-
-
-# ----- the checks that need the data
-
-
-def metric_names(plan: Plan, target_type: str) -> tuple[str, ...]:
-    """The metrics of each epoch: the config's, or the target type's defaults; the monitor's among them."""
-    train = plan.train
-    names = tuple(train.metrics) if train.metrics is not None else DEFAULTS[target_type]
-    for name in names:
-        if target_type not in METRICS.get(name).types:
-            raise plan.error(("train", "metrics"), f"metric '{name}' does not apply to a {target_type} target; these do: {', '.join(DEFAULTS[target_type])}")
-    monitor = train.monitor.split("_", 1)[1]
-    if monitor != "loss" and monitor not in names:
-        if target_type not in METRICS.get(monitor).types:
-            raise plan.error(("train", "monitor"), f"monitor '{train.monitor}' does not apply to a {target_type} target; use val_loss or one of val_{', val_'.join(DEFAULTS[target_type])}")
-        names = (*names, monitor)
-    return names
-
-
-def check_monitor(plan: Plan, splits: dict) -> None:
-    monitor = plan.train.monitor
-    if monitor.startswith("val_") and "val" not in splits:
-        raise plan.error(("train", "monitor"), f"{monitor} needs a validation split, and this data has no val rows: monitor train_{monitor[4:]}, or give data.split a val part")
-
-
-def warn_last_layer(layers: list[Component], loss: LossEntry) -> None:
-    """A Softmax or Sigmoid before a loss that applies it itself trains badly: say how to fix it."""
-    last = layers[-1].name if layers else ""
-    expected = loss.expected_last_layer()
-    if loss.output == "logits" and last in ("Softmax", "LogSoftmax", "Sigmoid"):
-        applies = "softmax" if loss.name == "CrossEntropyLoss" else "the sigmoid"
-        warn(
-            f"the last layer is {last}, but {loss.name} applies {applies} itself and expects raw scores "
-            f"(logits): remove the {last} layer. Predictions still come out as probabilities."
-        )
-    elif expected and last != expected:
-        warn(f"{loss.name} expects the model to end with {expected}, but its last layer is {last or 'none'}: add {expected}" + (" (dim: 1)" if expected == "LogSoftmax" else "") + " as the last layer")
-
-
-# ----- the rehearsal
-
-
-def rehearse(plan: Plan, parts: Parts) -> None:
-    """One training step on the built parts, undone, before anything is written.
-
-    Every part of the config that only fails when it runs (a loss weight of the wrong length,
-    `reduction: none`, an optimizer that needs a closure, BatchNorm on batches of one, an
-    augmentation's bad argument, a scheduler's argument of the wrong type, a rate that breaks the
-    weights) fails here with the key to change, instead of as a traceback in epoch 1. The weights,
-    the optimizer's and the scheduler's states and the random numbers are as they were after it.
-    """
-    train = parts.data.splits["train"]
-    if not isinstance(train, TensorSplit):  # streamed: the first batch is read by the trainer
-        return
-    size = min(plan.batch_size, len(train))
-    saved = [copy.deepcopy(p.state_dict()) for p in (parts.model, parts.optimizer, parts.scheduler) if p is not None]
-    try:
-        with torch.random.fork_rng(devices=[]):
-            _step(plan, parts, train.x[:size], train.y[:size])
-    finally:
-        for part, state in zip((p for p in (parts.model, parts.optimizer, parts.scheduler) if p is not None), saved):
-            part.load_state_dict(state)
-        parts.optimizer.zero_grad(set_to_none=True)
-        parts.model.train()
-
-
-def _step(plan: Plan, parts: Parts, x: torch.Tensor, y: torch.Tensor) -> None:
-    size = x.shape[0]
-
-    def attempt(path: tuple, what: str, step):
-        try:
-            return step()
-        except DltrainError:
-            raise
-        except Exception as error:  # torch reports these problems with many exception types
-            raise plan.error(path, f"{what} fails on a batch of {size} training rows: {first_line(error)}") from None
-
-    transform = parts.data.schema.batch_transform(train=True)
-    if transform is not None:
-        x = attempt(("data", "inputs"), "the column's augmentation or normalization", lambda: transform(x, torch.Generator().manual_seed(0)))
-    model, loss_fn, optimizer, scheduler = parts.model.train(), parts.loss_fn, parts.optimizer, parts.scheduler
-    loss_name = plan.loss.name
-    output = attempt(("model", "layers"), "the model", lambda: model(x))
-    loss = attempt(("loss",), loss_name, lambda: loss_fn(output, y))
-    if loss.numel() != 1:
-        raise plan.error(("loss",), f"{loss_name} gives {tuple(loss.shape)} values per batch, not one number to minimize: leave out reduction (or use mean or sum)")
-    for name, tensor in loss_fn.named_buffers():
-        if not bool(torch.isfinite(tensor).all()):
-            raise plan.error(("loss",), f"{loss_name}: its {name} holds nan or infinite values: {tensor.tolist()}")
-    if not math.isfinite(float(loss.detach())):
-        raise plan.error(("loss",), f"{loss_name} is {float(loss.detach())} on the first batch of training rows, before any step: check its arguments (a class weight of nan or inf?)")
-    attempt(("loss",), loss_name, lambda: loss.backward())
-    attempt(("optimizer",), plan.optimizer.name, lambda: optimizer.step())
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        raise plan.error(("optimizer",), f"{plan.optimizer.name}'s first step made the weights nan or infinite: check its arguments (lr: {optimizer.param_groups[0].get('lr')})")
-    if scheduler is not None:
-        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        attempt(("scheduler",), plan.scheduler.name, lambda: scheduler.step(float(loss.detach())) if plateau else scheduler.step())

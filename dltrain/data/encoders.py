@@ -335,6 +335,18 @@ ENCODERS: Registry[type[Encoder]] = Registry(
 )
 
 
+def tabular_types() -> tuple[str, ...]:
+    """The column types that become part of one float vector per row (numeric, binary, category)."""
+    return tuple(name for name, encoder in ENCODERS.entries.items() if encoder.tabular)
+
+
+def file_types() -> tuple[str, ...]:
+    """The column types whose cells are paths of files (image, audio, video)."""
+    from dltrain.data.media import FileColumn
+
+    return tuple(name for name, encoder in ENCODERS.entries.items() if issubclass(encoder, FileColumn))
+
+
 def check_column_options(type_: str | None, options: dict) -> str | None:
     """A message when a column's type or options are unknown; None when they are fine."""
     if type_ is None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from dltrain.components import Registry, suggest
 from dltrain.console import warn
-from dltrain.errors import DataError
+from dltrain.errors import DataError, first_line
 
 EXTENSIONS = {
     ".csv": "csv",
@@ -223,8 +223,6 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
     """
     if isinstance(source, str):
         source = {"path": source}
-    elif hasattr(source, "model_dump"):
-        source = source.model_dump(exclude_none=True)
     kind = source.get("type")
     path = source.get("path")
     url, query = source.get("url"), source.get("query")
@@ -267,10 +265,6 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
     return ResolvedSource(kind, path=str(resolved))
 
 
-def check_source(source: Any, resolve: Callable[[str, tuple], Path]) -> None:
-    resolve_source(source, resolve)
-
-
 @contextmanager
 def _reading(source: ResolvedSource):
     """Any problem reading `source` becomes a DataError that names it."""
@@ -283,8 +277,7 @@ def _reading(source: ResolvedSource):
     except pd.errors.EmptyDataError:
         raise DataError(f"{source.label}: the file is empty; expected a table with a header row") from None
     except Exception as error:  # pandas, pyarrow and database drivers raise their own types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{source.label}: cannot read it as {source.type}: {first}") from None
+        raise DataError(f"{source.label}: cannot read it as {source.type}: {first_line(error)}") from None
 
 
 def read_table(source: ResolvedSource) -> pd.DataFrame:

@@ -21,6 +21,7 @@ _TASKS = {
 
 def starter_config(data: str | Path, target: str | None, output: str | Path | None = None) -> str:
     """The YAML text of a starter config; paths in it are relative to where it will be written."""
+    from dltrain.data.encoders import file_types, tabular_types
     from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, read_table, resolve_source
 
     data = Path(data)
@@ -69,8 +70,8 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
     else:
         plan = _plan_columns(table, target)
         id_column = next((c for c, role, _ in plan if role == "id"), None)
-        tabular = [(c, why) for c, role, why in plan if role in ("numeric", "binary", "category")]
-        media = [(c, role) for c, role, _ in plan if role in ("image", "audio", "video")]
+        tabular = [(c, why) for c, role, why in plan if role in tabular_types()]
+        media = [(c, role) for c, role, _ in plan if role in file_types()]
         texts = [c for c, role, _ in plan if role == "text"]
         lines.append("  inputs:                    # the columns the model reads, with their types (as inferred)")
         if media or (texts and len(tabular) < 3):
@@ -89,10 +90,10 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         else:
             features = 0
             for column, role, why in plan:
-                if role in ("numeric", "binary", "category"):
+                if role in tabular_types():
                     lines.append(f"    - {{column: {column}, type: {role}}}   # {why}")
                     features += table[column].nunique() + 1 if role == "category" else 1
-                elif role in ("text", "image", "audio", "video"):
+                elif role not in ("id", "left out"):
                     lines.append(f"    # - {{column: {column}, type: {role}}}   left out: a {role} column must be the only input")
             if features == 0:
                 raise DataError(f"{data}: no column but '{target}' can be an input (numbers, categories, text or file paths)")
@@ -140,7 +141,7 @@ def _inferred(series, is_target: bool):
 
 def _plan_columns(table, target: str) -> list[tuple[str, str, str]]:
     """(column, role, why) for every column but the target: a type, or `id` / `left out` with the reason."""
-    from dltrain.data.encoders import MAX_CATEGORIES, keys, looks_like_id
+    from dltrain.data.encoders import MAX_CATEGORIES, keys, looks_like_id, tabular_types
 
     plan = []
     for column in table.columns:
@@ -155,7 +156,7 @@ def _plan_columns(table, target: str) -> list[tuple[str, str, str]]:
         if inferred is None:
             plan.append((column, "left out", "its cells hold lists or mappings; flatten them into columns (or give type sequence for lists of numbers)"))
             continue
-        tabular = inferred.type in ("numeric", "binary", "category")
+        tabular = inferred.type in tabular_types()
         if inferred.type in ("category", "text") and _looks_like_dates(series):
             plan.append((column, "left out", "dates: dltrain has no date type; add columns such as the year or month to use them"))
         elif tabular and looks_like_id(series):
