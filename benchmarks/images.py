@@ -155,7 +155,7 @@ def main() -> None:
         paths = table.info["indices"]
         source = dltrain_table(tmp / "images")
         mean, std = table.schema.media.mean[0], table.schema.media.std[0]
-        classes = list(table.task.classes)
+        classes = list(built.task.classes)
         train_set = PngDataset([source[i][0] for i in paths["train"]], [classes.index(source[i][1]) for i in paths["train"]], mean, std)
         val_set = PngDataset([source[i][0] for i in paths["val"]], [classes.index(source[i][1]) for i in paths["val"]], mean, std)
 

@@ -93,7 +93,7 @@ def prepare(folder: Path, images: int, rows: int) -> None:
             from dltrain.data.images import image_folder_table
 
             table = image_folder_table(folder / "images")
-            classes = list(built.data.task.classes)
+            classes = list(built.task.classes)
             media = built.data.schema.media
             listing = {
                 split: [[table["path"][i], classes.index(table["label"][i])] for i in built.data.info["indices"][split].tolist()]

@@ -230,16 +230,16 @@ def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progr
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     schema = parts.data.schema
     job = Job(
-        model,
-        parts.loss_fn.to(device),
-        parts.optimizer,
-        parts.scheduler,
-        parts.task,
-        splits["train"],
-        splits.get("val"),
-        _layout(schema.batch_transform(train=True), images_on_gpu),
-        _layout(schema.batch_transform(train=False), images_on_gpu),
-        forward,
+        model=model,
+        loss_fn=parts.loss_fn.to(device),
+        optimizer=parts.optimizer,
+        scheduler=parts.scheduler,
+        task=parts.task,
+        train=splits["train"],
+        val=splits.get("val"),
+        train_transform=_layout(schema.batch_transform(train=True), images_on_gpu),
+        val_transform=_layout(schema.batch_transform(train=False), images_on_gpu),
+        forward=forward,
     )
     settings = Settings(
         epochs=train.epochs,
