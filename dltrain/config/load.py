@@ -137,7 +137,7 @@ def parse_overrides(items: list[str]) -> tuple[list[tuple[tuple, Any]], list[Pro
 def _apply_override(raw: dict, path: tuple, value: Any) -> None:
     node: Any = raw
     for depth, part in enumerate(path[:-1]):
-        node = _step(node, part, path[: depth + 1], create=True)
+        node = _step(node, part, path[: depth + 1])
     last = path[-1]
     if isinstance(node, list):
         if not isinstance(last, int) or last >= len(node):
@@ -149,7 +149,7 @@ def _apply_override(raw: dict, path: tuple, value: Any) -> None:
         raise ValueError(f"{_dotted(path[:-1])} is {node!r}, which has no keys")
 
 
-def _step(node: Any, part: Any, path: tuple, create: bool) -> Any:
+def _step(node: Any, part: Any, path: tuple) -> Any:
     if isinstance(node, dict):
         top_component = len(path) == 1 and part in ("loss", "optimizer", "scheduler")
         if part not in node or node[part] is None:

@@ -24,7 +24,6 @@ from dltrain.data.media import (
     Normalize,
     check_failures,
     folder_table,
-    list_items,
     map_files,
     path_list,
     reason,
@@ -41,9 +40,6 @@ def is_audio_file(path: Path) -> bool:
 def audio_folder_table(folder: Path) -> pd.DataFrame:
     return folder_table(folder, is_audio_file, "sound", EXTENSIONS)
 
-
-def list_audio(pattern) -> list[Path]:
-    return list_items(pattern, is_audio_file)
 
 
 def probe_audio(path: str, options: dict) -> tuple[int, float] | str:

@@ -22,7 +22,6 @@ from dltrain.data.media import (
     Normalize,
     check_failures,
     folder_table,
-    list_items,
     map_files,
     path_list,
     reason,
@@ -43,9 +42,6 @@ def is_image_file(path: Path) -> bool:
 def image_folder_table(folder: Path) -> pd.DataFrame:
     return folder_table(folder, is_image_file, "image", EXTENSIONS)
 
-
-def list_images(pattern: str | Path) -> list[Path]:
-    return list_items(pattern, is_image_file)
 
 
 def _channels_of(mode: str) -> int:

@@ -46,20 +46,17 @@ class Silent:
 class Lines(Silent):
     """One line per epoch, for logs of batch jobs."""
 
-    def __init__(self, keys: list[str], stream=None):
+    def __init__(self, keys: list[str]):
         self.keys = keys
-        self.stream = stream or sys.stderr
 
     def start_epoch(self, epoch, epochs, batches, done) -> None:
         self.epochs = epochs
 
     def end_epoch(self, row) -> None:
+        from dltrain.console import note
+
         width = len(str(self.epochs))
-        print(
-            f"epoch {row['epoch']:>{width}}/{self.epochs}  {format_row(row, self.keys)}  ({row['seconds']:.1f}s)",
-            file=self.stream,
-            flush=True,
-        )
+        note(f"epoch {row['epoch']:>{width}}/{self.epochs}  {format_row(row, self.keys)}  ({row['seconds']:.1f}s)")
 
 
 class Bar(Silent):
