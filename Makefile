@@ -24,11 +24,14 @@ test: $(VENV)/.installed lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dltrain tests benchmarks scripts
 
-# the suite against the peers (Lightning and Keras from the bench extra); writes benchmarks/RESULTS.md
-# and the table in README.md. The single-workload scripts run on their own: python benchmarks/NAME.py
+# the suite against the peers (Lightning and Keras from the bench extra), then the whole process
+# (fit, predict, evaluate from the shell) against hand-written scripts; writes benchmarks/RESULTS.md,
+# benchmarks/RESULTS-whole.md and their tables in README.md. The single-workload scripts run on their
+# own: python benchmarks/NAME.py
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.whole
 
 # generated example data (kept out of git)
 data: $(VENV)/.installed

@@ -111,9 +111,19 @@ def _upgrade_from_1(state: dict) -> dict:
 
 def save(path: Path, recipe: dict, state: dict) -> None:
     """The recipe (`Recipe.to_dict`) and the trainer's state, written atomically: never half a file."""
+    write(path, serialize(recipe, state))
+
+
+def serialize(recipe: dict, state: dict) -> bytes:
+    """A checkpoint's bytes: the recipe and the trainer's state in one torch.save."""
     buffer = io.BytesIO()
     torch.save({**recipe, **state}, buffer)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Checkpoint bytes to `path`, atomically (`sync`: fsynced before the rename, see files.write_atomic)."""
+    write_atomic(path, data, sync)
 
 
 def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best.pt") -> Path:

@@ -19,10 +19,13 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename: never half a file.
+def write_atomic(path: Path, data: bytes | Iterable[bytes], sync: bool = True) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`: never half a file.
 
     `data` is the bytes, or pieces of them (written one by one: a large file is never whole in memory).
+    `sync`: wait until the bytes are on the disk before the rename (fsync), so that a power cut too
+    leaves the old file or the new one. Without it the rename is as atomic for any process that is
+    killed (the kernel holds the bytes), and a later `sync_files` makes it durable.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -32,15 +35,41 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
             for piece in [data] if isinstance(data, bytes) else data:
                 handle.write(piece)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, text.encode("utf-8"))
+def sync_files(paths: Iterable[Path]) -> None:
+    """fsync files written with `sync=False`, and the folders that hold them (the renames)."""
+    folders = set()
+    for path in paths:
+        path = Path(path)
+        if path.exists():
+            _fsync(path, os.O_RDONLY)
+            folders.add(path.parent)
+    for folder in folders:
+        _fsync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str, sync: bool = True) -> None:
+    write_atomic(path, text.encode("utf-8"), sync)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -316,7 +316,7 @@ def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path) -> FitRes
         if trainer.group.main and (run_path / "metrics.csv").exists():
             from dltrain.tools.plot import leave_curves
 
-            leave_curves(run_path)
+            leave_curves(run_path, trainer.higher)  # drawn by a process of its own: the prompt does not wait
     monitor = trainer.settings.monitor
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), result.history[-1] if result.history else {})
     train = parts.data.splits["train"]

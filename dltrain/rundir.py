@@ -6,13 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from dltrain import checkpoint
 from dltrain.config.yaml import dump_yaml
 from dltrain.errors import CheckpointError, UsageError, WriteError
-from dltrain.files import write_json, write_text
+from dltrain.files import sync_files, write_json, write_text
+
+SYNC_EVERY = 30.0  # seconds: how much of a run a power cut can cost at most (README: "What is on the disk")
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -61,9 +64,13 @@ class RunDir:
         self.recipe = recipe  # what every checkpoint holds besides the trainer's state (Recipe.to_dict)
         self.history: list[dict] = []
         self.board = _tensorboard(self.path) if tensorboard else None
+        # Every file is renamed into place whole (a killed process never leaves half of one); the
+        # epoch's files are fsynced every SYNC_EVERY seconds and when training ends, not per epoch.
+        self.unsynced: set[Path] = set()
+        self.synced_at = time.monotonic()
 
     def record(self) -> None:
-        """config.yaml (the config as run) and data.json (where the data came from, rows per split)."""
+        """config.yaml (the config as run) and data.json (where the data came from, rows per split), fsynced."""
         self._write(lambda path: write_text(path, dump_yaml(self.recipe["config"])), self.path / "config.yaml")
         self._write(lambda path: write_json(path, self.recipe["data"]), self.path / "data.json")
 
@@ -92,11 +99,28 @@ class RunDir:
         writer.writeheader()
         for row in self.history:
             writer.writerow({k: _cell(row.get(k)) for k in columns})
-        self._write(lambda path: write_text(path, out.getvalue()), self.path / "metrics.csv")
+        path = self.path / "metrics.csv"
+        self._write(lambda target: write_text(target, out.getvalue(), sync=False), path)
+        self.unsynced.add(path)
 
-    def checkpoint(self, state: dict, best: bool) -> None:
-        path = self.path / ("best.pt" if best else "last.pt")
-        self._write(lambda target: checkpoint.save(target, self.recipe, state), path)
+    def checkpoint(self, state: dict, names: tuple[str, ...]) -> None:
+        """The state in each of `names` (best.pt, last.pt), serialized once; fsynced every SYNC_EVERY seconds."""
+        data = checkpoint.serialize(self.recipe, state)
+        for name in names:
+            path = self.path / name
+            self._write(lambda target: checkpoint.write(target, data, sync=False), path)
+            self.unsynced.add(path)
+        if time.monotonic() - self.synced_at >= SYNC_EVERY:
+            self.close()
+
+    def close(self) -> None:
+        """Make what was written durable: fsync the files written since the last time, and the folder."""
+        try:
+            sync_files(sorted(self.unsynced))
+        except OSError:
+            pass  # a disk that cannot sync now said so when it was written to
+        self.unsynced.clear()
+        self.synced_at = time.monotonic()
 
     def _write(self, write, path: Path) -> None:
         try:

@@ -184,11 +184,12 @@ def test_plot_draws_the_curves_of_several_runs(workdir, cli):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from dltrain.tools.plot import plot
+    from dltrain.tools.plot import plot, wait_for_curves
 
     assert cli("fit", "configs/iris.yaml", "train.epochs=4", "--out", "a").code == 0
     assert cli("fit", "configs/penguins.yaml", "train.epochs=4", "--out", "b").code == 0
-    assert (workdir / "a" / "curves.png").is_file()  # fit leaves one
+    assert wait_for_curves(workdir / "a")  # fit leaves one, drawn by a process of its own
+    assert not list((workdir / "a").glob(".*.tmp"))  # written whole, then renamed
     result = plot([workdir / "a", workdir / "b"], workdir / "both.png")
     assert result.curves == 3 + 3  # train and val loss, and val_accuracy (iris monitors val_loss, penguins val_accuracy)
     image = np.asarray(Image.open(workdir / "both.png").convert("L"))

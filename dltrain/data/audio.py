@@ -154,12 +154,12 @@ class AudioEncoder(FileColumn):
         return None
 
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> AudioEncoder:
+    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise", use_cache: bool = True) -> AudioEncoder:
         """Sample rate and duration from the training files' headers, unless given."""
         paths = path_list(series)
         rate, duration = options.get("sample_rate"), options.get("duration")
         if rate is None or duration is None:
-            probes = map_files(probe_audio, paths, {}, "reading wav headers")
+            probes = map_files(probe_audio, paths, {}, "reading wav headers", cache="audio-headers" if use_cache else None)
             check_failures([(p, r) for r, p in zip(probes, paths) if isinstance(r, str)], on_error, "sound")
             good = [r for r in probes if not isinstance(r, str)]
             if not good:

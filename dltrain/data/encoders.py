@@ -42,6 +42,19 @@ def parse_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         values = series.astype("float64")
         return values, pd.Series(False, index=series.index)
+    try:  # per distinct value, as keys() does
+        codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:
+        return _parse_text_numbers(series)
+    if len(distinct) * 2 > len(series):
+        return _parse_text_numbers(series)
+    values, bad = _parse_text_numbers(pd.Series(distinct, dtype=object))
+    values = np.append(values.to_numpy(), np.nan)[codes]
+    bad = np.append(bad.to_numpy(), False)[codes]
+    return pd.Series(values, index=series.index, dtype="float64"), pd.Series(bad, index=series.index, dtype=bool)
+
+
+def _parse_text_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = series.astype("string").str.strip()
     text = text.where(~text.isin(MISSING_MARKERS), pd.NA)
     separated = text.str.match(_THOUSANDS).fillna(False).astype(bool)
@@ -65,6 +78,17 @@ def keys(series: pd.Series) -> pd.Series:
         return series.map({True: "true", False: "false"}).astype("string")
     if pd.api.types.is_numeric_dtype(series):
         return _number_keys(series.astype("float64"))
+    try:  # the work is per distinct value: a column of 100,000 cells often holds a handful
+        codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable cells (lists)
+        return _text_keys(series)
+    if len(distinct) * 2 > len(series):
+        return _text_keys(series)
+    text = np.append(_text_keys(pd.Series(distinct, dtype=object)).to_numpy(dtype=object, na_value=None), None)[codes]
+    return pd.Series(text, index=series.index, dtype="string")
+
+
+def _text_keys(series: pd.Series) -> pd.Series:
     text = series.astype("string").str.strip()
     text = text.where(text.notna() & ~text.isin(MISSING_MARKERS), pd.NA)
     lowered = text.str.lower()
@@ -383,17 +407,21 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
     if pd.api.types.is_bool_dtype(series):
         return Inferred("binary", "true/false values")
     if pd.api.types.is_numeric_dtype(series):
+        values = present.to_numpy(dtype="float64")
+        if not is_target:  # an input needs only: two distinct values or more
+            return Inferred("binary", "two distinct numbers") if _two_values(values) else Inferred("numeric", "numbers")
         distinct = present.nunique()
         if distinct == 2:
             return Inferred("binary", "two distinct numbers")
-        integral = bool(len(present)) and bool((present.astype("float64") % 1 == 0).all())
-        if is_target and integral and distinct <= MAX_TARGET_CLASSES:
+        integral = bool(len(values)) and _whole(values)
+        if integral and distinct <= MAX_TARGET_CLASSES:
             return Inferred("category", f"whole numbers, {distinct} distinct (at most {MAX_TARGET_CLASSES})")
         return Inferred("numeric", "numbers")
-    present = present[~keys(present).isna()]  # missing markers ('?', '-') are not values
+    found = keys(present)
+    present = present[~found.isna()]  # missing markers ('?', '-') are not values
     if present.dtype == object and bool(present.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any()):
         return Inferred("lists", "cells hold lists or mappings (give type sequence for lists of numbers)")
-    distinct = keys(present).nunique()
+    distinct = found.nunique()
     text = present.astype("string")
     lowered = text.str.lower()
     for type_, extensions, what in (
@@ -419,6 +447,23 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
     return Inferred("category", f"text, {distinct} distinct values (more than {MAX_CATEGORIES})")
 
 
+def _two_values(values: np.ndarray) -> bool:
+    """Exactly two distinct values (NaN left out), without hashing every cell."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return False
+    others = values[values != values[0]]
+    return len(others) > 0 and bool((others == others[0]).all())
+
+
+def _whole(values: np.ndarray) -> bool:
+    """Every value a whole number; a sample of the first cells answers most columns of measurements."""
+    head = values[:1000]
+    if not bool((head % 1 == 0).all()):
+        return False
+    return bool((values % 1 == 0).all())
+
+
 def looks_like_id(series: pd.Series) -> bool:
     """A column of whole numbers or text with a different value in every filled row (at least 20 rows, a few gaps allowed)."""
     if series.dtype == object and bool(series.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any()):
@@ -432,7 +477,7 @@ def looks_like_id(series: pd.Series) -> bool:
             present = numbers.dropna()
             if not bool((present % 1 == 0).all()):
                 return False
-    if pd.api.types.is_float_dtype(series) and not bool((present % 1 == 0).all()):
+    if pd.api.types.is_float_dtype(series) and not _whole(present.to_numpy(dtype="float64")):
         return False
     if pd.api.types.is_bool_dtype(series):
         return False

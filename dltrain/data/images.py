@@ -117,12 +117,12 @@ class ImageEncoder(FileColumn):
         return None
 
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> ImageEncoder:
+    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise", use_cache: bool = True) -> ImageEncoder:
         """Settle size and channels from the files' headers (mean and std come from the decoded training images: `use_statistics`)."""
         paths = path_list(series)
         size, channels = options.get("size"), options.get("channels")
         if size is None or channels is None:
-            probes = map_files(probe_image, paths, {}, "reading image headers")
+            probes = map_files(probe_image, paths, {}, "reading image headers", cache="image-headers" if use_cache else None)
             good = [p for p in probes if not isinstance(p, str)]
             check_failures([(path, p) for p, path in zip(probes, paths) if isinstance(p, str)], on_error, "image")
             if not good:

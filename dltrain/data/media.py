@@ -59,21 +59,85 @@ def hidden(path: Path, root: Path) -> bool:
         parts = path.relative_to(root).parts
     except ValueError:
         parts = path.parts[-1:]
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+    return any(_hidden_name(part) for part in parts)
+
+
+def _hidden_name(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+@dataclass(frozen=True)
+class ClassFolders:
+    """A folder of class subfolders, listed: what each class folder holds, and the files beside them.
+
+    Entries are `os.DirEntry`s: their name, path and is_file/is_dir come from the listing itself,
+    without a stat per file. Hidden names are left out at every depth.
+    """
+
+    folder: Path
+    children: dict[str, list[os.DirEntry]]  # class -> the entries directly in its folder, sorted by name
+    nested: dict[str, list[os.DirEntry]]  # class -> every entry below its folder, at any depth
+    loose: list[os.DirEntry]  # the files directly in the folder
+
+
+_LISTED: dict[str, tuple[tuple, ClassFolders]] = {}
+
+
+def class_folders(folder: Path) -> ClassFolders:
+    """The listing of `folder`, made once: checking a source and reading it share it while no folder
+    in it changed (a folder's modification time changes when an entry is added, removed or renamed)."""
+    folder = Path(folder)
+    key = str(folder.resolve())
+    known = _LISTED.get(key)
+    if known is not None and _unchanged(known[0]):
+        return known[1]
+    stamps = [(key, os.stat(key).st_mtime_ns)]
+    children, nested, loose = {}, {}, []
+    with os.scandir(key) as top:
+        entries = sorted((e for e in top if not _hidden_name(e.name)), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir():
+            children[entry.name], nested[entry.name] = _walk(entry.path, stamps)
+        elif entry.is_file():
+            loose.append(entry)
+    listing = ClassFolders(folder, children, nested, loose)
+    _LISTED[key] = (tuple(stamps), listing)
+    return listing
+
+
+def _walk(path: str, stamps: list) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
+    stamps.append((path, os.stat(path).st_mtime_ns))
+    with os.scandir(path) as found:
+        children = sorted((e for e in found if not _hidden_name(e.name)), key=lambda e: e.name)
+    nested = list(children)
+    for entry in children:
+        if entry.is_dir(follow_symlinks=False):  # as rglob: a link to a folder is not walked into (no loops)
+            nested += _walk(entry.path, stamps)[1]
+    return children, nested
+
+
+def _unchanged(stamps: tuple) -> bool:
+    try:
+        return all(os.stat(path).st_mtime_ns == mtime for path, mtime in stamps)
+    except OSError:
+        return False
 
 
 def folder_table(folder: Path, is_item: Callable[[Path], bool], what: str, extensions: tuple[str, ...], recursive: bool = True) -> pd.DataFrame:
-    """A folder with one subfolder per class -> columns `path` (absolute) and `label`."""
-    folder = Path(folder)
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not hidden(p, folder))
+    """A folder with one subfolder per class -> columns `path` (absolute) and `label`.
+
+    `is_item` takes a Path or an os.DirEntry (it asks only for name, is_file and is_dir).
+    """
+    listing = class_folders(folder)
+    folder = Path(os.path.abspath(folder))
     rows, empty = [], []
-    for class_dir in classes:
-        found = class_dir.rglob("*") if recursive else class_dir.iterdir()
-        items = sorted(p for p in found if not hidden(p, folder) and is_item(p))
+    for name, entries in listing.children.items():
+        found = listing.nested[name] if recursive else entries
+        items = sorted(e.path for e in found if is_item(e))
         if not items:
-            empty.append(class_dir.name)
-        rows += [(str(p.resolve()), class_dir.name) for p in items]
-    loose = [p for p in folder.iterdir() if p.is_file() and not hidden(p, folder) and is_item(p)]
+            empty.append(name)
+        rows += [(path, name) for path in items]
+    loose = [e for e in listing.loose if is_item(e)]
     kinds = ", ".join(e.lstrip(".") for e in extensions)
     if not rows:
         if loose:
@@ -95,8 +159,8 @@ def list_items(pattern: str | Path, is_item: Callable[[Path], bool], recursive: 
     if is_item(path):
         return [path.resolve()]
     if path.is_dir():
-        found = path.rglob("*") if recursive else path.iterdir()
-        return sorted(p.resolve() for p in found if not hidden(p, path) and is_item(p))
+        children, nested = _walk(str(path.resolve()), [])
+        return sorted(Path(e.path) for e in (nested if recursive else children) if is_item(e))
     return sorted(Path(p).resolve() for p in glob.glob(str(pattern), recursive=True) if is_item(Path(p)))
 
 
@@ -137,10 +201,49 @@ def _decode_chunk(args: tuple) -> tuple[np.ndarray, list[tuple[int, str]]]:
     return out, failed
 
 
-def map_files(function: Callable[[str, dict], object], paths: list[str], options: dict, label: str) -> list:
-    """`function(path, options)` for every path, in worker processes when there are many."""
+def map_files(function: Callable[[str, dict], object], paths: list[str], options: dict, label: str, cache: str | None = None) -> list:
+    """`function(path, options)` for every path, in worker processes when there are many.
+
+    With `cache` (a name), the results (tuples of numbers, or why a file cannot be read) are kept in
+    the cache folder under the files' key, as decoded files are: a second run reads no file for them.
+    """
+    key = _cache_key(cache, paths, options) if cache else None
+    cache_file = cache_folder() / "probes" / f"{cache}-{key}.pt" if key else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            return _unpack_results(torch.load(cache_file, weights_only=True))
+        except Exception:  # a damaged cache file: read the files again
+            pass
     chunks = [(function, paths[i : i + CHUNK], options) for i in range(0, len(paths), CHUNK)]
-    return [r for chunk in parallel_map(_apply_chunk, chunks, len(paths), label) for r in chunk]
+    results = [r for chunk in parallel_map(_apply_chunk, chunks, len(paths), label) for r in chunk]
+    packed = _pack_results(results) if cache_file is not None else None
+    if packed is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(packed, buffer)
+        write_atomic(cache_file, buffer.getvalue(), sync=False)
+    return results
+
+
+def _pack_results(results: list) -> dict | None:
+    """Tuples of numbers as one float64 tensor (which numbers were ints kept), failures by row; None when they do not fit."""
+    good = [r for r in results if not isinstance(r, str)]
+    if not good or any(not isinstance(r, tuple) or len(r) != len(good[0]) for r in good):
+        return None
+    ints = [isinstance(v, int) for v in good[0]]
+    if any([isinstance(v, int) for v in r] != ints or not all(isinstance(v, (int, float)) for v in r) for r in good):
+        return None
+    values = torch.tensor([[0.0] * len(ints) if isinstance(r, str) else list(r) for r in results], dtype=torch.float64)
+    failed = [[i, r] for i, r in enumerate(results) if isinstance(r, str)]
+    return {"values": values, "ints": ints, "failed": failed}
+
+
+def _unpack_results(packed: dict) -> list:
+    ints = packed["ints"]
+    results: list = [tuple(int(v) if i else v for v, i in zip(row, ints)) for row in packed["values"].tolist()]
+    for index, why in packed["failed"]:
+        results[index] = why
+    return results
 
 
 def _apply_chunk(args: tuple) -> list:
@@ -293,8 +396,9 @@ class FileColumn:
         state.extend(path_list(series))
 
     @classmethod
-    def fit_finish(cls, column: str, state: list, options: dict, on_error: str = "raise"):
-        return cls.fit(column, pd.Series(state, dtype=object), options, on_error)
+    def fit_finish(cls, column: str, state: list, options: dict, on_error: str = "raise", use_cache: bool = True):
+        """`use_cache`: the files' headers may come from (and go to) the cache folder (data.cache)."""
+        return cls.fit(column, pd.Series(state, dtype=object), options, on_error, use_cache)
 
     def encode(self, series: pd.Series, use_cache: bool = True, on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
         """The files of `series`, decoded (kept rows, *shape), and which rows were kept."""

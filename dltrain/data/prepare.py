@@ -32,7 +32,7 @@ from dltrain.data.encoders import (
     keys,
     looks_like_id,
 )
-from dltrain.data.media import path_list
+from dltrain.data.media import FileColumn, path_list
 from dltrain.data.schema import DataSchema, encode_target
 from dltrain.data.sources import Fingerprint, ResolvedSource
 from dltrain.data.split import split_by_column, split_by_ratios
@@ -104,7 +104,7 @@ def prepare(spec: DataSpec, loss: str, form: str) -> Prepared:
     labels = table.columns([c for c in (spec.target.name, spec.split_column) if c is not None])
     split = LabelsAndSplit.make(spec, labels, table.file_rows(), loss, form, label, reports)
     plan = _inputs(spec, sample, reports, label)
-    encoders, digest = _fit_inputs(plan, table, split.rows, reports, spec.on_error)
+    encoders, digest = _fit_inputs(plan, table, split.rows, reports, spec.on_error, spec.cache)
     schema = _schema(spec, encoders, split.target, reports, label)
     splits, skipped = make_splits(table, schema, split.targets(labels[spec.target.name], form))
     if schema.files is not None:
@@ -256,9 +256,12 @@ class LabelsAndSplit:
         }
 
 
-def _fit_inputs(plan: list[tuple[str, str, dict]], table, rows: dict[str, np.ndarray], reports: list[ColumnReport], on_error: str) -> tuple[list[Encoder], str]:
+def _fit_inputs(
+    plan: list[tuple[str, str, dict]], table, rows: dict[str, np.ndarray], reports: list[ColumnReport], on_error: str, use_cache: bool = True
+) -> tuple[list[Encoder], str]:
     """One pass over the table: each input encoder accumulates the training rows of each chunk, the
-    missing values of the rows in use are counted, and the content is hashed (data.json's fingerprint)."""
+    missing values of the rows in use are counted, and the content is hashed (data.json's fingerprint).
+    `use_cache`: file columns may read their files' headers from the cache (data.cache)."""
     classes = [(name, encoder_class(name, type_, options), options) for name, type_, options in plan]
     states = [cls.fit_state() for _, cls, _ in classes]
     names = [name for name, _, _ in plan]
@@ -279,7 +282,10 @@ def _fit_inputs(plan: list[tuple[str, str, dict]], table, rows: dict[str, np.nda
     for report in reports:
         if report.role == "input":
             report.missing = missing[report.name]
-    encoders = [cls.fit_finish(name, state, options, on_error) for (name, cls, options), state in zip(classes, states)]
+    encoders = [
+        cls.fit_finish(name, state, options, on_error, use_cache) if issubclass(cls, FileColumn) else cls.fit_finish(name, state, options, on_error)
+        for (name, cls, options), state in zip(classes, states)
+    ]
     return encoders, hashing.result()
 
 

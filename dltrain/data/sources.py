@@ -364,14 +364,12 @@ def _folder_kind(folder: Path) -> str:
     """
     from dltrain.data.audio import is_audio_file
     from dltrain.data.images import is_image_path
-    from dltrain.data.media import hidden
+    from dltrain.data.media import class_folders
     from dltrain.data.video import EXTENSIONS as VIDEO
 
     subfolders = images = False
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not hidden(p, folder)):
-        for item in class_dir.iterdir():
-            if hidden(item, folder):
-                continue
+    for entries in class_folders(folder).children.values():  # the listing that reading the folder uses too
+        for item in entries:
             if is_audio_file(item):
                 return "audio"
             if item.name.lower().endswith(VIDEO):

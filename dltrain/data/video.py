@@ -8,6 +8,7 @@ training split's statistics.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,14 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def is_clip(path: Path) -> bool:
+def is_clip(path: Path | os.DirEntry) -> bool:
     """A video file, or a folder whose files are frame images."""
     if path.is_file():
         return path.name.lower().endswith(EXTENSIONS)
-    return path.is_dir() and any(is_image_file(p) for p in path.iterdir())
+    if not path.is_dir():
+        return False
+    with os.scandir(path) as found:
+        return any(is_image_file(e) for e in found)
 
 
 def video_folder_table(folder: Path) -> pd.DataFrame:
@@ -129,11 +133,11 @@ class VideoEncoder(FileColumn):
         return ImageEncoder.check_options({k: v for k, v in options.items() if k in ("size", "channels")})
 
     @classmethod
-    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise") -> VideoEncoder:
+    def fit(cls, column: str, series: pd.Series, options: dict, on_error: str = "raise", use_cache: bool = True) -> VideoEncoder:
         paths = path_list(series)
         frames, size, channels = options.get("frames"), options.get("size"), options.get("channels")
         if frames is None or size is None or channels is None:
-            probes = map_files(probe_clip, paths, {}, "reading clips")
+            probes = map_files(probe_clip, paths, {}, "reading clips", cache="video-headers" if use_cache else None)
             check_failures([(p, r) for r, p in zip(probes, paths) if isinstance(r, str)], on_error, "clip")
             good = [r for r in probes if not isinstance(r, str)]
             if not good:

@@ -1,12 +1,19 @@
 """`dltrain plot`: training curves as a PNG, several runs overlaid; `fit` leaves curves.png too.
 
 matplotlib is an optional extra (`pip install 'dltrain[plot]'`): without it `plot` says so, and
-`fit` simply leaves no picture.
+`fit` simply leaves no picture. `fit` draws its curves.png in a process of its own that outlives
+it (`python -m dltrain.tools.plot RUN`): importing matplotlib and drawing takes most of a second,
+which the user's prompt does not wait for.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import math
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +57,12 @@ def _metric_to_show(frame: pd.DataFrame, monitor: str) -> str | None:
     return others[0] if others else None
 
 
-def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
-    """Loss (training and validation) and the monitored metric per epoch; the best epoch marked."""
+def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool | None = None) -> Plotted:
+    """Loss (training and validation) and the monitored metric per epoch; the best epoch marked.
+
+    `higher`: whether the monitor is better higher, when the caller knows (fit's background drawing
+    then needs no torch); found from the metric registry otherwise.
+    """
     try:
         import matplotlib
 
@@ -59,7 +70,12 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         import matplotlib.pyplot as plt
     except ImportError:
         raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]' (or pip install matplotlib)") from None
-    from dltrain.train.metrics import higher_is_better
+    if higher is None:
+        from dltrain.train.metrics import higher_is_better
+    else:
+
+        def higher_is_better(monitor: str) -> bool:
+            return higher
 
     runs = [Path(r) for r in runs]
     if not runs:
@@ -93,7 +109,7 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         values = frame[monitor] if monitor in frame else frame.get("val_loss", frame["train_loss"])
         finite = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
         if len(finite):
-            best = finite.idxmax() if higher_is_better(monitor) else finite.idxmin()
+            best = finite.idxmax() if monitor in frame and higher_is_better(monitor) else finite.idxmin()
             for axis in (loss_axis, metric_axis):
                 axis.axvline(frame["epoch"][best], color=colour, alpha=0.35, linewidth=1)
     from matplotlib.ticker import MaxNLocator
@@ -109,20 +125,52 @@ def plot(runs: list[str | Path], output: str | Path | None = None) -> Plotted:
         metric_axis.text(0.5, 0.5, "no validation metric: see the loss on the left", ha="center", transform=metric_axis.transAxes)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output)
+    picture = io.BytesIO()
+    figure.savefig(picture, format=output.suffix.lower().lstrip(".").replace("jpg", "jpeg"))
     plt.close(figure)
+    from dltrain.files import write_atomic
+
+    write_atomic(output, picture.getvalue(), sync=False)  # whole or not at all
     return Plotted(output, curves, len(runs))
 
 
-def leave_curves(run: Path) -> None:
-    """After `fit`: curves.png in the run directory when matplotlib is there; nothing otherwise."""
+def leave_curves(run: Path, higher: bool, wait: bool = False) -> subprocess.Popen | None:
+    """After `fit`: curves.png in the run directory when matplotlib is there; nothing otherwise.
+
+    Drawn by a process of its own that the caller does not wait for (unless `wait`); it writes the
+    picture whole or not at all, and a failure costs only the picture.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return
-    try:
-        plot([run])
-    except Exception as error:  # a picture is a convenience: it never fails a training run
+        child = subprocess.Popen(
+            [sys.executable, "-m", "dltrain.tools.plot", str(Path(run).resolve()), "higher" if higher else "lower"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C at the prompt afterwards does not stop it
+        )  # fmt: skip
+    except OSError as error:
         from dltrain.console import warn
 
         warn(f"curves.png was not drawn: {error}")
+        return None
+    if wait:
+        child.wait()
+    return child
+
+
+def wait_for_curves(run: str | Path, timeout: float = 60.0) -> bool:
+    """True once the run's curves.png is there (fit draws it in the background), False after `timeout`."""
+    end = time.monotonic() + timeout
+    path = Path(run) / "curves.png"
+    while not path.is_file():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+if __name__ == "__main__":  # fit's background drawing: python -m dltrain.tools.plot RUN higher|lower
+    try:
+        plot([sys.argv[1]], higher=sys.argv[2] == "higher")
+    except Exception:  # a picture is a convenience: nothing to tell, no one is listening
+        sys.exit(1)

@@ -53,7 +53,8 @@ class Sink(Protocol):
     """Where the trainer's results go (the run directory)."""
 
     def epoch_row(self, row: dict) -> None: ...
-    def checkpoint(self, state: dict, best: bool) -> None: ...
+    def checkpoint(self, state: dict, names: tuple[str, ...]) -> None: ...  # ("best.pt", "last.pt") or ("last.pt",)
+    def close(self) -> None: ...  # training is over: make what was written durable
 
 
 class Interrupted(Exception):
@@ -185,6 +186,8 @@ class Trainer:
                         return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
             finally:
                 self.progress.close()
+                if self.group.main:
+                    self.sink.close()
         return Result(self.state.history, self.state.best_epoch, self.state.best_value)
 
     def _epoch(self) -> dict:
@@ -346,21 +349,20 @@ class Trainer:
             st.best_epoch is None
             or (value > st.best_value + s.min_delta if self.higher else value < st.best_value - s.min_delta)
         )
-        if improved and _finite_weights(self.model):
+        best = bool(improved and _finite_weights(self.model))
+        if best:
             st.best_value, st.best_epoch, st.bad_epochs = value, row["epoch"], 0
-            self._save(best=True)
         else:
             st.bad_epochs += 1
-        stop = s.patience is not None and st.bad_epochs >= s.patience
-        self._save(best=False)
-        return stop
+        self._save(best)  # one state, serialized once, for last.pt (and best.pt)
+        return s.patience is not None and st.bad_epochs >= s.patience
 
     # ----- checkpoints
 
     def _save(self, best: bool) -> None:
         state = self.state_dict()  # on every rank: it gathers each rank's random states
         if self.group.main:
-            self.sink.checkpoint(state, best)
+            self.sink.checkpoint(state, ("best.pt", "last.pt") if best else ("last.pt",))
 
     def _own_state(self) -> dict:
         """What differs between ranks: random states, and what a stopped epoch measured so far."""
@@ -497,8 +499,8 @@ def infer(forward, loss_fn, batches, transform: Callable | None = None, autocast
 @contextmanager
 def _quiet_collector():
     """Training allocates a few objects per step; the cyclic garbage collector would keep walking
-    every object the process made before (the config, the table, the encoders). Freeze those."""
-    gc.collect()
+    every object the process made before (torch's modules, the config, the table, the encoders).
+    Freeze those (a full collection first would cost a tenth of a second for the little it frees)."""
     gc.freeze()
     try:
         yield

@@ -65,15 +65,30 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(proje
     import dltrain.files
 
     calls = {"n": 0}
-    real = dltrain.files.os.fsync
+    real = dltrain.files.os.fdopen
 
-    def fsync(fd):
-        calls["n"] += 1
-        if calls["n"] > 6:  # the first epoch's files go through, then the disk is full
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd)
 
-    monkeypatch.setattr(dltrain.files.os, "fsync", fsync)
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    def fdopen(fd, *args):
+        calls["n"] += 1  # config.yaml, data.json, then the first epoch's metrics.csv, best.pt, last.pt
+        handle = real(fd, *args)
+        return Full(handle) if calls["n"] > 5 else handle  # then the disk is full
+
+    monkeypatch.setattr(dltrain.files.os, "fdopen", fdopen)
     with pytest.raises(WriteError) as error:
         dltrain.fit(project, ["train.epochs=5"], out=tmp_path / "run", progress=False)
     message = str(error.value)
@@ -83,6 +98,25 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(proje
     state = checkpoint.load(tmp_path / "run" / "last.pt").state
     assert state["epoch"] == 1
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_the_epochs_files_are_fsynced_when_training_ends_not_every_epoch(project, tmp_path, monkeypatch):
+    import dltrain.files
+
+    synced = []
+    real = dltrain.files.os.fsync
+
+    def fsync(fd):
+        synced.append(dltrain.files.os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(dltrain.files.os, "fsync", fsync)
+    dltrain.fit(project, ["train.epochs=6"], out=tmp_path / "run", progress=False)
+    names = [dltrain.files.Path(p).name for p in synced]
+    # config.yaml and data.json before the first epoch (as their temporary files, before the rename);
+    # the six epochs' metrics.csv, best.pt and last.pt once, with the folder, when training ends
+    assert sorted(n.split(".")[1] for n in names if n.startswith(".")) == ["config", "data"]
+    assert sorted(n for n in names if not n.startswith(".")) == ["best.pt", "last.pt", "metrics.csv", "run"]
 
 
 def test_an_exploding_loss_stops_and_best_keeps_the_good_weights(project, tmp_path):
