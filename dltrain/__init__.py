@@ -25,7 +25,7 @@ __all__ = [*_API, "__version__"]
 
 def __getattr__(name: str):
     if name in _API:
-        import importlib
+        from dltrain.memory import load
 
-        return getattr(importlib.import_module(_API[name]), name)
+        return getattr(load(_API[name]), name)
     raise AttributeError(f"module 'dltrain' has no attribute {name!r}")

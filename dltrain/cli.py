@@ -34,11 +34,19 @@ def _options(
     _state["debug"] = debug
 
 
-def _run(action: Callable[[], object]) -> None:
-    """Call the library; turn its errors into a message and an exit code."""
+def _run(action: Callable[[], object], heavy: str | None = None) -> None:
+    """Call the library; turn its errors into a message and an exit code.
+
+    `heavy`: the module the action imports torch with, imported first with the garbage collector
+    kept off what it makes (dltrain.memory).
+    """
     from dltrain.errors import DltrainError
 
     try:
+        if heavy is not None:
+            from dltrain.memory import load
+
+            load(heavy)
         action()
     except DltrainError as error:
         if _state["debug"]:
@@ -119,7 +127,7 @@ def fit(
         if result.main:
             print_fit(result)
 
-    _run(action)
+    _run(action, heavy="dltrain.fitting")
 
 
 @app.command()
@@ -139,7 +147,7 @@ def check(
             raise UsageError(f"expected KEY=VALUE overrides after the config, found {', '.join(bad)}")
         print_check(run_check(config, overrides or []))
 
-    _run(action)
+    _run(action, heavy="dltrain.fitting")
 
 
 @app.command()
@@ -167,7 +175,7 @@ def evaluate(
 
             print_evaluation(result)
 
-    _run(action)
+    _run(action, heavy="dltrain.inference")
 
 
 @app.command()
@@ -190,7 +198,7 @@ def predict(
 
             note(f"{len(result)} predictions written to {output}")
 
-    _run(action)
+    _run(action, heavy="dltrain.inference")
 
 
 @app.command()
@@ -303,7 +311,7 @@ def export(
         result = run_export(run, format, output)
         note(f"written: {result.model} and {result.encoders}")
 
-    _run(action)
+    _run(action, heavy="dltrain.export")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from dltrain.checkpoint import Recipe
 from dltrain.console import note, warn
 from dltrain.data.prepare import Prepared, missing_files, rebuild
 from dltrain.errors import CheckpointError, ConfigError, DataError, DltrainError, Problem, UsageError, first_line
+from dltrain.memory import settled
 from dltrain.plan import Plan, make_plan
 from dltrain.rundir import RunDir, make_run_dir, remove_if_unused
 from dltrain.train import progress as progress_module
@@ -75,10 +76,11 @@ def fit(
 
 
 def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group: Group) -> FitResult:
-    plan = make_plan(config, overrides)  # every check that needs no data, all problems together
-    _setup_torch(plan)
-    parts = build(plan, world=group.world)  # data encoded, model, loss, optimizer: each once
-    rehearse(plan, parts)  # one training step, undone
+    with settled():  # what is built lives as long as the run: out of the garbage collector's way
+        plan = make_plan(config, overrides)  # every check that needs no data, all problems together
+        _setup_torch(plan)
+        parts = build(plan, world=group.world)  # data encoded, model, loss, optimizer: each once
+        rehearse(plan, parts)  # one training step, undone
     device = _device(plan, group)
     start = checkpoint.load(init_from) if init_from is not None else None  # a bad --init-from before any folder
     run_path = _choose_run_dir(plan, out, group)
@@ -115,8 +117,9 @@ def _resume(run_path: Path, overrides: list[str], allow_changed_data: bool, prog
     if plan.train.epochs < state["epoch"]:
         raise ConfigError([Problem("command line", "train.epochs", f"the run already has {state['epoch']} epochs; give more to extend it")])
     _setup_torch(plan)
-    data = _training_data(run_path, recipe, plan, allow_changed_data)
-    parts = build(plan, data, world=group.world)
+    with settled():
+        data = _training_data(run_path, recipe, plan, allow_changed_data)
+        parts = build(plan, data, world=group.world)
     device = _device(plan, group)
     with catch_signals() as stop:
         sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")

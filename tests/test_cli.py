@@ -58,6 +58,31 @@ def test_python_dash_m_runs_the_cli():
     assert result.returncode == 0 and "fit" in result.stdout
 
 
+def test_the_command_ends_with_its_exit_code_and_all_of_its_output(tmp_path):
+    # main() ends the process without the interpreter's tear-down: the code and the output must survive it
+    missing = subprocess.run([sys.executable, "-m", "dltrain", "fit", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "config file not found" in missing.stderr and "Traceback" not in missing.stderr
+    usage = subprocess.run([sys.executable, "-m", "dltrain", "fit", "--bogus"], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 2 and "No such option" in usage.stderr
+    done = subprocess.run([sys.executable, "-m", "dltrain", "schema"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("}")  # flushed to the last byte
+
+
+def test_settled_pauses_the_collector_and_freezes_what_was_made():
+    import gc
+
+    from dltrain.memory import settled
+
+    before = gc.get_freeze_count()
+    with settled():
+        assert not gc.isenabled()
+        made = [[i] for i in range(1000)]
+    try:
+        assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)
+    finally:
+        gc.unfreeze()
+
+
 def test_resume_reaches_the_same_weights_and_metrics(workdir, cli):
     assert cli("fit", "configs/penguins.yaml", "train.epochs=6", "--out", "whole").code == 0
     assert cli("fit", "configs/penguins.yaml", "train.epochs=3", "--out", "parts").code == 0

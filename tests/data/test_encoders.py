@@ -332,3 +332,29 @@ def test_fit_encoder_rejects_types_it_cannot_encode_and_unknown_options():
         fit_encoder("review", "hologram", pd.Series(["a b"]), {})
     with pytest.raises(DataError, match=r"column 'c' is category, which has no option positive \(its options: none\)"):
         fit_encoder("c", "category", pd.Series(["a", "b"]), {"positive": "a"})
+
+
+def test_keys_and_number_parsing_per_distinct_value_match_cell_by_cell():
+    from dltrain.data.encoders import _parse_text_numbers, _text_keys, parse_numbers
+
+    cells = [" 3.0", "3", "true", "TRUE", "?", None, "1,234", "x", "", "  cat ", 7, 3.5, "nan"]
+    series = pd.Series(cells * 500, dtype=object)  # many rows, few distinct values: the fast path
+    assert keys(series).tolist() == _text_keys(series).tolist()
+    values, bad = parse_numbers(series)
+    slow_values, slow_bad = _parse_text_numbers(series)
+    assert np.allclose(values.to_numpy(), slow_values.to_numpy(), equal_nan=True)
+    assert bad.tolist() == slow_bad.tolist() and values.index.equals(series.index)
+    assert keys(series).iloc[:3].tolist() == ["3", "3", "true"]
+    lists = pd.Series([[1, 2], [3]] * 10, dtype=object)  # unhashable cells take the cell-by-cell path
+    assert len(keys(lists)) == 20
+
+
+def test_inferring_numbers_skips_the_work_a_column_does_not_need():
+    rng = np.random.default_rng(0)
+    assert infer_type(pd.Series(rng.standard_normal(10_000)), is_target=False).type == "numeric"
+    assert infer_type(pd.Series([0.0, 1.0] * 50 + [np.nan]), is_target=False).type == "binary"
+    assert infer_type(pd.Series([5.0] * 100), is_target=False).type == "numeric"
+    assert infer_type(pd.Series(rng.integers(0, 4, 1000).astype(float)), is_target=True).type == "category"
+    assert looks_like_id(pd.Series(np.arange(1000, dtype=float)))
+    assert not looks_like_id(pd.Series(np.arange(1000) + 0.5))
+    assert not looks_like_id(pd.Series(np.r_[np.arange(1500), [0.25]]))  # a fraction after the first thousand rows

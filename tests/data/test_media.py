@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from dltrain.data.media import Normalize, channel_statistics, decode_files
+from dltrain.errors import DataError
 
 
 def test_normalize_never_changes_the_stored_data():
@@ -39,3 +41,63 @@ def test_decode_files_keeps_order_and_reports_failures(tmp_path):
     assert decoded.failed == [(paths[-1], "cannot read")]
     again = decode_files("test", paths, _square, {"shape": [2]}, (2,), np.int64, use_cache=True)
     assert torch.equal(again.values, decoded.values) and again.failed == decoded.failed
+
+
+def _png(path, value=0):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (6, 6), value).save(path)
+
+
+def test_a_folder_is_listed_once_and_again_only_when_it_changed(tmp_path, monkeypatch):
+    import os
+
+    from dltrain.data import media
+    from dltrain.data.images import image_folder_table
+
+    for label in ("a", "b"):
+        for i in range(3):
+            _png(tmp_path / "photos" / label / f"{i}.png")
+    _png(tmp_path / "photos" / "a" / ".hidden.png")
+    _png(tmp_path / "photos" / "b" / "deeper" / "9.png")
+    os.symlink(tmp_path / "photos", tmp_path / "photos" / "b" / "deeper" / "up")  # a link back up: not walked into
+    first = image_folder_table(tmp_path / "photos")
+    assert first["label"].tolist() == ["a"] * 3 + ["b"] * 4 and all(os.path.isabs(p) for p in first["path"])
+    scans = []
+    real = media.os.scandir
+    monkeypatch.setattr(media.os, "scandir", lambda path: scans.append(path) or real(path))
+    assert image_folder_table(tmp_path / "photos").equals(first)
+    assert scans == []  # checking the source and reading it share one listing
+    _png(tmp_path / "photos" / "b" / "deeper" / "10.png")  # a new file: its folder's time changed
+    assert len(image_folder_table(tmp_path / "photos")) == 8 and scans
+
+
+def _refuse(path, options):
+    raise AssertionError("a header was read again")
+
+
+def test_image_headers_come_from_the_cache_on_a_second_fit(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from dltrain.data import images
+
+    monkeypatch.setenv("DLTRAIN_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for i in range(300):  # enough for worker processes
+        _png(tmp_path / "p" / f"{i}.png", i % 200)
+        paths.append(str(tmp_path / "p" / f"{i}.png"))
+    (tmp_path / "p" / "299.png").write_bytes(b"not a png")
+    series = pd.Series(paths)
+    first = images.ImageEncoder.fit("path", series, {}, "skip")
+    assert list((tmp_path / "cache" / "probes").iterdir())
+
+    monkeypatch.setattr(images, "probe_image", _refuse)
+    again = images.ImageEncoder.fit("path", series, {}, "skip")
+    assert (again.size, again.channels) == (first.size, first.channels) == ((6, 6), 1)
+    with pytest.raises(DataError, match="299.png"):  # the unreadable file is remembered too
+        images.ImageEncoder.fit("path", series, {}, "raise")
+    monkeypatch.setenv("DLTRAIN_CACHE", str(tmp_path / "other"))
+    with pytest.raises(AssertionError):  # data.cache: false reads the headers, and keeps nothing
+        images.ImageEncoder.fit("path", series, {}, "skip", use_cache=False)
+    assert not (tmp_path / "other").exists()
