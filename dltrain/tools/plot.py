@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+import os
 import subprocess
 import sys
 import time
@@ -142,10 +143,12 @@ def leave_curves(run: Path, higher: bool, wait: bool = False) -> subprocess.Pope
     """
     if importlib.util.find_spec("matplotlib") is None:
         return None
+    package_root = str(Path(__file__).resolve().parents[2])  # this dltrain, wherever the caller found it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "dltrain.tools.plot", str(Path(run).resolve()), "higher" if higher else "lower"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True,  # a Ctrl-C at the prompt afterwards does not stop it
         )  # fmt: skip
     except OSError as error:
