@@ -48,3 +48,12 @@ def machine() -> str:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads"
     )
+
+
+def into_readme(readme, marker: str, text: str) -> None:
+    """`text` between `<!-- marker:start -->` and `<!-- marker:end -->` in the README, when it has them."""
+    content = readme.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        readme.write_text(before + start + "\n" + text + end + rest.split(end, 1)[1])

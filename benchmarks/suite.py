@@ -250,12 +250,9 @@ def main() -> None:
     print("\n" + text)
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
     if not args.no_readme:
-        readme = ROOT / "README.md"
-        content = readme.read_text()
-        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-        if start in content and end in content:
-            before, rest = content.split(start, 1)
-            readme.write_text(before + start + "\n" + text + end + rest.split(end, 1)[1])
+        from benchmarks.common import into_readme
+
+        into_readme(ROOT / "README.md", "bench", text)
 
 
 if __name__ == "__main__":

@@ -236,12 +236,9 @@ def main() -> None:
     (ROOT / "benchmarks" / "RESULTS-whole.md").write_text(text)
     (ROOT / "benchmarks" / "RESULTS-whole.json").write_text(json.dumps(results, indent=1))
     if not args.no_readme:
-        readme = ROOT / "README.md"
-        content = readme.read_text()
-        start, end = "<!-- whole:start -->", "<!-- whole:end -->"
-        if start in content and end in content:
-            before, rest = content.split(start, 1)
-            readme.write_text(before + start + "\n" + text + end + rest.split(end, 1)[1])
+        from benchmarks.common import into_readme
+
+        into_readme(ROOT / "README.md", "whole", text)
 
 
 if __name__ == "__main__":
