@@ -80,7 +80,8 @@ class ClassFolders:
     loose: list[os.DirEntry]  # the files directly in the folder
 
 
-_LISTED: dict[str, tuple[tuple, ClassFolders]] = {}
+_LISTED: dict[str, tuple[tuple, ClassFolders]] = {}  # the last few folders listed (a source's, or one per split)
+_KEEP_LISTED = 4
 
 
 def class_folders(folder: Path) -> ClassFolders:
@@ -101,7 +102,10 @@ def class_folders(folder: Path) -> ClassFolders:
         elif entry.is_file():
             loose.append(entry)
     listing = ClassFolders(folder, children, nested, loose)
+    _LISTED.pop(key, None)
     _LISTED[key] = (tuple(stamps), listing)
+    while len(_LISTED) > _KEEP_LISTED:  # the oldest goes: a listing of a million files is worth keeping only while in use
+        del _LISTED[next(iter(_LISTED))]
     return listing
 
 
