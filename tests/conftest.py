@@ -36,6 +36,16 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLTRAIN_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _curves_where_asked(request, monkeypatch):
+    """fit draws curves.png in a process of its own; hundreds of fits in the suite would start as many
+    beside it. Tests marked `curves` draw them (and so does every `dltrain` run as a subprocess)."""
+    if "curves" not in request.keywords:
+        import dltrain.tools.plot
+
+        monkeypatch.setattr(dltrain.tools.plot, "leave_curves", lambda run, higher, wait=False: None)
+
+
 @pytest.fixture
 def cli():
     return run_cli

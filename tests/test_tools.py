@@ -180,6 +180,7 @@ def test_one_layer_in_full(cli):
 # ----- plot and runs
 
 
+@pytest.mark.curves
 def test_plot_draws_the_curves_of_several_runs(workdir, cli):
     pytest.importorskip("matplotlib")
     from PIL import Image
