@@ -82,6 +82,7 @@ class ClassFolders:
 
 _LISTED: dict[str, tuple[tuple, ClassFolders]] = {}  # the last few folders listed (a source's, or one per split)
 _KEEP_LISTED = 4
+_RACY_NS = 2_000_000_000  # the coarsest modification times kept (FAT: 2 s)
 
 
 def class_folders(folder: Path) -> ClassFolders:
@@ -92,6 +93,7 @@ def class_folders(folder: Path) -> ClassFolders:
     known = _LISTED.get(key)
     if known is not None and _unchanged(known[0]):
         return known[1]
+    started = time.time_ns()
     stamps = [(key, os.stat(key).st_mtime_ns)]
     children, nested, loose = {}, {}, []
     with os.scandir(key) as top:
@@ -103,7 +105,8 @@ def class_folders(folder: Path) -> ClassFolders:
             loose.append(entry)
     listing = ClassFolders(folder, children, nested, loose)
     _LISTED.pop(key, None)
-    _LISTED[key] = (tuple(stamps), listing)
+    if all(mtime < started - _RACY_NS for _, mtime in stamps):  # a folder changed just before its listing could change
+        _LISTED[key] = (tuple(stamps), listing)  # again within the file system's time resolution unseen (as git's racy index)
     while len(_LISTED) > _KEEP_LISTED:  # the oldest goes: a listing of a million files is worth keeping only while in use
         del _LISTED[next(iter(_LISTED))]
     return listing

@@ -52,6 +52,7 @@ def _png(path, value=0):
 
 def test_a_folder_is_listed_once_and_again_only_when_it_changed(tmp_path, monkeypatch):
     import os
+    import time
 
     from dltrain.data import media
     from dltrain.data.images import image_folder_table
@@ -62,11 +63,18 @@ def test_a_folder_is_listed_once_and_again_only_when_it_changed(tmp_path, monkey
     _png(tmp_path / "photos" / "a" / ".hidden.png")
     _png(tmp_path / "photos" / "b" / "deeper" / "9.png")
     os.symlink(tmp_path / "photos", tmp_path / "photos" / "b" / "deeper" / "up")  # a link back up: not walked into
-    first = image_folder_table(tmp_path / "photos")
-    assert first["label"].tolist() == ["a"] * 3 + ["b"] * 4 and all(os.path.isabs(p) for p in first["path"])
     scans = []
     real = media.os.scandir
     monkeypatch.setattr(media.os, "scandir", lambda path: scans.append(path) or real(path))
+    first = image_folder_table(tmp_path / "photos")
+    assert first["label"].tolist() == ["a"] * 3 + ["b"] * 4 and all(os.path.isabs(p) for p in first["path"])
+    scans.clear()
+    assert image_folder_table(tmp_path / "photos").equals(first)
+    assert scans  # folders changed a moment ago are listed again: a change within their time's resolution would not show
+    for folder in ("photos", "photos/a", "photos/b", "photos/b/deeper"):
+        os.utime(tmp_path / folder, (time.time() - 10, time.time() - 10))
+    image_folder_table(tmp_path / "photos")
+    scans.clear()
     assert image_folder_table(tmp_path / "photos").equals(first)
     assert scans == []  # checking the source and reading it share one listing
     _png(tmp_path / "photos" / "b" / "deeper" / "10.png")  # a new file: its folder's time changed
