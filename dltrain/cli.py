@@ -150,6 +150,50 @@ def check(
     _run(action, heavy="dltrain.fitting")
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def tune(
+    args: Annotated[list[str], typer.Argument(metavar="CONFIG [KEY=VALUE]...", help="A config with a tune: section, and overrides.", show_default=False)],
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials in the study (default: tune.trials).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Trials at a time, each a process of its own.")] = 1,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="An Optuna storage url shared by several processes or machines (default: SQLite in runs/<name>-tune).", metavar="URL")] = None,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+    resume: Annotated[Optional[str], typer.Option("--resume", hidden=True)] = None,
+) -> None:
+    """Search the values a config's tune: section names; each trial is a run directory under runs/<name>-tune."""
+
+    def action():
+        from dltrain.errors import UsageError
+
+        if resume is not None:
+            raise UsageError("dltrain tune has no --resume: run the same command again and the study goes on (finished trials are kept, unfinished ones run again)")
+        overrides = [a for a in args if "=" in a]
+        configs = [a for a in args if "=" not in a]
+        if len(configs) != 1:
+            raise UsageError(f"expected one config file, found {len(configs)}{': ' + ', '.join(configs) if configs else ''} (overrides are KEY=VALUE)")
+        if not Path(configs[0]).exists():
+            raise UsageError(f"config file not found: {configs[0]}")
+        from dltrain.tools.tune import TuneStopped
+        from dltrain.tools.tune import tune as run_tune
+
+        try:
+            result = run_tune(configs[0], overrides, trials=trials, jobs=jobs, storage=storage, worker=worker)
+        except TuneStopped as stop:
+            if stop.result is not None:
+                from dltrain.summary import print_tune
+
+                print_tune(stop.result)
+                from dltrain.console import err
+
+                err().print(f"\nstopped by {stop}: run the same command again to go on with the study", markup=False)
+            raise typer.Exit(128 + stop.signum) from None
+        if result is not None:
+            from dltrain.summary import print_tune
+
+            print_tune(result)
+
+    _run(action, heavy="dltrain.fitting")
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 from rich.console import Console
 
 _warned: set[str] = set()
 _silent = False  # ranks of torchrun other than 0 say nothing: rank 0 speaks for all
+_notes = True  # off while a tuner's trials run: it says one line per trial instead
 
 
 # Rich wraps at 80 columns when output is not a terminal: logs and pipes get room for the tables.
@@ -45,5 +48,16 @@ def warn(message: str, key: object = None) -> None:
 
 
 def note(message: str) -> None:
-    if not _silent:
+    if not _silent and _notes:
         err().print(message, markup=False)
+
+
+@contextmanager
+def without_notes() -> Iterator[None]:
+    """Notes unsaid inside (warnings still said, once each)."""
+    global _notes
+    before, _notes = _notes, False
+    try:
+        yield
+    finally:
+        _notes = before

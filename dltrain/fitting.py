@@ -5,6 +5,7 @@ Read `fit` from the top: a new run is `_fit_new`, a stopped one `_resume`; both 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from dltrain import checkpoint, console
 from dltrain.build import Parts, build, rehearse
 from dltrain.checkpoint import Recipe
+from dltrain.config import LoadedConfig
 from dltrain.console import note, warn
 from dltrain.data.prepare import Prepared, missing_files, rebuild
 from dltrain.errors import CheckpointError, ConfigError, DataError, DltrainError, Problem, UsageError, first_line
@@ -38,6 +40,7 @@ class FitResult:
     hint: str | None  # overfitting or underfitting, in plain words
     inputs: str = "rows"  # what predict takes: "rows" of a table, or files ("images", "audios", "videos")
     main: bool = True  # False on the ranks of torchrun other than 0, which print nothing
+    pruned: bool = False  # stopped by `watch` before its last epoch
 
 
 def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Parts:
@@ -50,7 +53,7 @@ def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()
 
 
 def fit(
-    config: str | Path | dict | None = None,
+    config: str | Path | dict | LoadedConfig | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     out: str | Path | None = None,
@@ -59,8 +62,16 @@ def fit(
     resume: str | Path | None = None,
     allow_changed_data: bool = False,
     progress: bool = True,
+    watch: Callable[[dict], bool] | None = None,
+    data: Prepared | None = None,
+    curves: bool = True,
 ) -> FitResult:
-    """Train a model from a config (a YAML path or a dict); or continue the run `resume`."""
+    """Train a model from a config (a YAML path, a dict or a config read already); or continue the run `resume`.
+
+    `watch` is told each epoch's row of metrics.csv once its checkpoint is written, and stops the
+    run by returning True (a tuner's pruner). `data`: the config's data, encoded already (a tuner's
+    trials that share it). `curves`: leave curves.png (drawn after the return, by a process of its own).
+    """
     overrides = list(overrides)
     if (config is None) == (resume is None):
         raise UsageError("give a config to train, or --resume RUN to continue a run (not both)")
@@ -70,16 +81,16 @@ def fit(
     try:
         if resume is not None:
             return _resume(Path(resume), overrides, allow_changed_data, progress, group)
-        return _fit_new(config, overrides, out, init_from, progress, group)
+        return _fit_new(config, overrides, out, init_from, progress, group, watch, data, curves)
     finally:
         leave()
 
 
-def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group: Group) -> FitResult:
+def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group: Group, watch=None, data: Prepared | None = None, curves: bool = True) -> FitResult:
     with settled():  # what is built lives as long as the run: out of the garbage collector's way
         plan = make_plan(config, overrides)  # every check that needs no data, all problems together
         _setup_torch(plan)
-        parts = build(plan, world=group.world)  # data encoded, model, loss, optimizer: each once
+        parts = build(plan, data, world=group.world)  # data encoded, model, loss, optimizer: each once
         rehearse(plan, parts)  # one training step, undone
     device = _device(plan, group)
     start = checkpoint.load(init_from) if init_from is not None else None  # a bad --init-from before any folder
@@ -91,12 +102,12 @@ def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group
             sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
             if group.main:
                 sink.record()
-            trainer = _trainer(plan, parts, sink, device, progress, stop, group)
+            trainer = _trainer(plan, parts, sink, device, progress, stop, group, watch)
             if start is not None:
                 _load_matching(trainer.model, start, init_from)
             if group.main:
                 sink.start([])
-            return _train(trainer, plan, parts, run_path)
+            return _train(trainer, plan, parts, run_path, curves)
     except DltrainError:
         if group.main:  # a bad input, or training that failed before its first checkpoint
             remove_if_unused(run_path, keep_folder=out is not None)
@@ -107,6 +118,8 @@ def _resume(run_path: Path, overrides: list[str], allow_changed_data: bool, prog
     """Continue a run where its last.pt stopped, in its own directory, on the data it trained on."""
     if not run_path.is_dir():
         raise UsageError(f"--resume {run_path}: not a run directory")
+    if (run_path / "tune.json").is_file():
+        raise UsageError(f"--resume {run_path}: a tune folder, not one run. A study goes on when its dltrain tune command is run again; --resume continues one of its trials ({run_path / 'trial-000'})")
     last = checkpoint.load(run_path, "last.pt")
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("train.")]
     if bad:
@@ -221,7 +234,7 @@ def _recipe(plan: Plan, parts: Parts) -> Recipe:
     )
 
 
-def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progress: bool, stop: StopSignal, group: Group) -> Trainer:
+def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progress: bool, stop: StopSignal, group: Group, watch=None) -> Trainer:
     train = plan.train
     splits = {name: split.to(device) for name, split in parts.data.splits.items()}
     images_on_gpu = device.type == "cuda" and len(parts.data.input_spec.shape) == 3  # channels-last: faster convolutions
@@ -262,7 +275,7 @@ def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progr
     if "val" in splits:
         keys += ["val_loss", *(f"val_{m}" for m in parts.metrics)]
     bar = progress_module.choose(keys, progress and group.main)
-    return Trainer(job, settings, sink, device=device, progress=bar, stop=stop, group=group)
+    return Trainer(job, settings, sink, device=device, progress=bar, stop=stop, group=group, watch=watch)
 
 
 def _compiled(plan: Plan, model: torch.nn.Module, parts: Parts, device: torch.device) -> torch.nn.Module:
@@ -309,14 +322,14 @@ def _load_matching(model: torch.nn.Module, source: checkpoint.Checkpoint, given)
         warn(f"--init-from skipped {len(skipped)} tensor(s) that do not fit: {', '.join(skipped)}")
 
 
-def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path) -> FitResult:
+def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path, curves: bool = True) -> FitResult:
     try:
         result = trainer.fit()
     except Interrupted as stop:
         stop.run_dir = run_path
         raise
     finally:
-        if trainer.group.main and (run_path / "metrics.csv").exists():
+        if curves and trainer.group.main and (run_path / "metrics.csv").exists():
             from dltrain.tools.plot import leave_curves
 
             leave_curves(run_path, trainer.higher)  # drawn by a process of its own: the prompt does not wait
@@ -335,4 +348,5 @@ def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path) -> FitRes
         diagnose(result.history, baseline),
         f"{files.type}s" if files is not None else "rows",
         trainer.group.main,
+        result.pruned,
     )

@@ -75,9 +75,9 @@ class Plan:
             raise
 
 
-def make_plan(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = (), origin: str | None = None) -> Plan:
-    """Read and check a config (a YAML path or a dict); raise one ConfigError with every problem."""
-    cfg = read_config(config, list(overrides), origin)
+def make_plan(config: str | Path | dict | LoadedConfig, overrides: list[str] | tuple[str, ...] = (), origin: str | None = None) -> Plan:
+    """Read and check a config (a YAML path, a dict, or one read already); raise one ConfigError with every problem."""
+    cfg = config if isinstance(config, LoadedConfig) else read_config(config, list(overrides), origin)
     problems = list(cfg.problems)
     found = _Components(cfg, problems)
     layers = found.layers()

@@ -203,5 +203,42 @@ def print_runs(rows, folder) -> None:
         table.add_column(column, justify="right" if column in ("epochs", "best", "at epoch") else "left")
     for row in rows:
         test = "  ".join(f"{k} {_number(v)}" for k, v in row.test.items() if isinstance(v, float))
+        if row.trials is not None:  # a tune folder: one study, its best trial
+            at = f"trial {row.best_epoch}" if row.best_epoch is not None else ""
+            table.add_row(f"{row.name} (study, {row.trials} trials)", row.date, str(row.epochs or ""), row.monitor, _number(row.best), at, test)
+            continue
         table.add_row(row.name, row.date, str(row.epochs), row.monitor, _number(row.best), str(row.best_epoch or ""), test)
     console.print(table)
+
+
+def print_tune(result, limit: int = 30) -> None:
+    """The trials, best first (params, value, epochs, state), the importances and where best.yaml is."""
+    console = out()
+    rows = result.rows
+    if not rows:
+        console.print(f"no trials in {result.folder}", markup=False)
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r.params))
+    table = Table(show_edge=False, header_style="bold", title=f"{result.folder}: {sum(r.state in ('complete', 'pruned', 'failed') for r in rows)} of {result.trials} trials, {result.metric} {'up' if result.higher else 'down'}, best first")
+    for column in ("trial", result.metric, "epochs", "state", *keys):
+        table.add_column(column, justify="right" if column in ("trial", result.metric, "epochs") else "left", overflow="fold")
+    for row in rows[:limit]:
+        state = row.state + (f" ({row.note})" if row.note else "")
+        mark = " *" if result.best is not None and row.number == result.best.number else ""
+        table.add_row(f"{row.number}{mark}", "" if math.isnan(row.value) else f"{row.value:.6g}", "" if row.epochs is None else str(row.epochs), state, *(_param(row.params.get(k, "")) for k in keys))
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"... and {len(rows) - limit} more: {result.folder / 'trials.csv'}", markup=False)
+    if result.importances:
+        console.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()), markup=False)
+    if result.best is None:
+        console.print("no trial completed: see the state column for why", markup=False)
+        return
+    console.print(f"best: trial {result.best.number}, {result.metric} {result.best.value:.6g} ({result.best.run})", markup=False)
+    if result.best_yaml is not None:
+        console.print(f"its config: {result.best_yaml}; train it with: {program()} fit {shlex.quote(str(result.best_yaml))}", markup=False)
+    console.print(f"plot: {result.folder / 'tune.png'} (or {program()} plot {shlex.quote(str(result.folder))})", markup=False)
+
+
+def _param(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

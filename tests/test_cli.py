@@ -262,7 +262,7 @@ def test_check_prints_data_model_and_training(workdir, cli):
     assert "train 241" in out and "val 52" in out and "test 51" in out
     assert "11 filled" in out  # sex is missing in 11 rows
     assert "(batch, 10)" in out and "(batch, 3)" in out
-    assert "parameters: 5,059" in out
+    assert "parameters: 9,219" in out  # the residual block: 64 -> 64 -> 64
     assert "AdamW(lr=0.003)" in out
     assert not (workdir / "runs").exists()
 

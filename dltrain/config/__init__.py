@@ -4,6 +4,6 @@
 together as one `ConfigError`.
 """
 
-from dltrain.config.load import LoadedConfig, load_config, parse_overrides, read_config
+from dltrain.config.load import LoadedConfig, load_config, parse_overrides, read_config, with_values
 
-__all__ = ["LoadedConfig", "load_config", "parse_overrides", "read_config"]
+__all__ = ["LoadedConfig", "load_config", "parse_overrides", "read_config", "with_values"]

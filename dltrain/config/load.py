@@ -32,6 +32,7 @@ class LoadedConfig:
     base_dir: Path  # relative paths resolve here first, then in the current folder
     lines: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # what is wrong with its shape and values
+    assigned: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)  # paths `with_values` set, and whose line they cite
 
     @property
     def name(self) -> str:
@@ -40,7 +41,11 @@ class LoadedConfig:
         return Path(self.origin).stem if self.lines else "run"
 
     def where(self, path: tuple) -> str:
-        """'file:line' of the nearest key on `path` that has a line."""
+        """'file:line' of the nearest key on `path` that has a line; a part that holds a value set
+        by `with_values` cites that value's line."""
+        for key, (source, line) in self.assigned.items():
+            if path and key[: len(path)] == path:
+                return source if line is None else f"{source}:{line}"
         return where(self.lines, self.origin, path)
 
     def problem(self, path: tuple, message: str) -> Problem:
@@ -55,7 +60,7 @@ class LoadedConfig:
 
     def as_run(self) -> dict:
         """The config as run: defaults filled, overrides applied, paths absolute, `auto` kept."""
-        data = self.config.model_dump(mode="json", exclude_none=True)
+        data = self.config.model_dump(mode="json", exclude_none=True, exclude={"tune"})  # a run is one point of a search
         data["name"] = self.name
         for key in ("loss", "optimizer", "scheduler"):
             if self.raw.get(key) is not None:
@@ -227,8 +232,30 @@ def read_config(
     return validate(raw, lines, origin, base)
 
 
-def validate(raw: dict, lines: dict, origin: str, base: Path) -> LoadedConfig:
-    loaded = LoadedConfig(None, raw, origin, base, lines)
+def with_values(loaded: LoadedConfig, values: list[tuple[tuple, Any, tuple[str, int | None]]], drop: tuple[str, ...] = ()) -> LoadedConfig:
+    """`loaded` with a value set at each key path (as KEY=VALUE sets it), its problems citing the
+    line given with it (a tune.space entry's), and the top-level keys in `drop` left out. Unlike
+    `load_config` it does not raise for the problems of the result: they are in its `problems`."""
+    raw, lines = copy.deepcopy(loaded.raw), dict(loaded.lines)
+    for key in drop:
+        raw.pop(key, None)
+        lines = {k: v for k, v in lines.items() if k[:1] != (key,)}
+    problems = []
+    for path, value, cite in values:
+        try:
+            _apply_override(raw, path, copy.deepcopy(value))
+        except ValueError as error:
+            problems.append(Problem(cite[0] if cite[1] is None else f"{cite[0]}:{cite[1]}", _dotted(path), str(error)))
+            continue
+        lines = {k: v for k, v in lines.items() if k[: len(path)] != path}
+        lines[path] = cite
+    if problems:
+        raise ConfigError(problems)
+    return validate(raw, lines, loaded.origin, loaded.base_dir, {path: cite for path, _, cite in values})
+
+
+def validate(raw: dict, lines: dict, origin: str, base: Path, assigned: dict | None = None) -> LoadedConfig:
+    loaded = LoadedConfig(None, raw, origin, base, lines, assigned=dict(assigned or {}))
     problems = _unknown_keys(raw, loaded)
     try:
         loaded.config = Config.model_validate(raw)

@@ -122,6 +122,20 @@ class Train(_Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class Tune(_Section):
+    """`dltrain tune`: a search over config values, one run directory per trial (on Optuna)."""
+
+    trials: int = Field(20, gt=0, description="trials in the study (finished, pruned or failed), across every process")
+    timeout: float | None = Field(None, gt=0, description="seconds: no new trial starts after this long")
+    metric: str | None = Field(None, description="the value to optimize, val_loss or val_<metric>; default: train.monitor (the trials monitor it)")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="tpe (Optuna's TPESampler) or random; seeded from seed")
+    pruner: Any = Field("median", description="median, hyperband or none; or {type: median, n_startup_trials: 5, n_warmup_steps: 0}")
+    space: dict[str, Any] = Field(
+        min_length=1,
+        description="dotted config paths (as in KEY=VALUE) -> a list of choices, or {low, high} with log: true or step: N",
+    )
+
+
 class Model(_Section):
     layers: list[Any] = Field(min_length=1, description="the layers, in order")
 
@@ -135,6 +149,7 @@ class Config(_Section):
     optimizer: Any = Field(default_factory=lambda: dict(DEFAULT_OPTIMIZER), description="a torch.optim optimizer")
     scheduler: Any = Field(None, description="a torch.optim.lr_scheduler scheduler, plus interval: epoch|step")
     train: Train = Field(default_factory=Train)
+    tune: Tune | None = Field(None, description="dltrain tune's search; fit trains the config as written and leaves this out")
 
 
 SECTIONS.update(
@@ -149,5 +164,6 @@ SECTIONS.update(
         ("model",): (Model,),
         ("train",): (Train,),
         ("train", "early_stopping"): (EarlyStopping,),
+        ("tune",): (Tune,),
     }
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,10 +115,14 @@ def _build_sequence(components, spec: InputSpec, output_size: int, depth: int):
         else:
             extra, arguments = _arguments(entry, component, shape, dtype, spec, output_size)
             try:
-                module = entry.factory(*extra, **_constructor_values(entry, arguments))
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Initializing zero-element tensors")  # said plainly below
+                    module = entry.factory(*extra, **_constructor_values(entry, arguments))
             except (TypeError, ValueError, RuntimeError) as error:
                 raise ComponentError(f"{entry.name}: {first_line(error)}", component.path) from None
         out = _dry_run(module, shape, dtype, component)
+        if 0 in out.shape[1:]:
+            raise ComponentError(f"{entry.name} gives {_show(tuple(out.shape[1:]))} per row: nothing to learn from; every size must be at least 1", component.path)
         table.append(
             LayerInfo(
                 entry.name,

@@ -81,13 +81,11 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
     runs = [Path(r) for r in runs]
     if not runs:
         raise DltrainError("give at least one run directory to plot")
-    output = Path(output) if output else (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
-    if output.is_dir():
-        raise DltrainError(f"--output {output}: a folder; give a file name such as {output / 'curves.png'}")
-    if output.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
-        raise DltrainError(f"--output {output}: give a picture file ending in .png (or .svg, .pdf, .jpg)")
-    if output.is_file() and b"Matplotlib" not in output.read_bytes()[:4096]:
-        raise DltrainError(f"--output {output}: the file exists and was not drawn by dltrain plot; dltrain never writes over other files")
+    if any((r / "tune.json").is_file() for r in runs):
+        if len(runs) > 1:
+            raise DltrainError(f"{next(r for r in runs if (r / 'tune.json').is_file())} is a tune folder: plot it alone (its trials are run directories to overlay)")
+        return plot_study(runs[0], output, plt)
+    output = _picture(Path(output) if output else (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png")), "curves.png")
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     curves, metric_curves = 0, 0
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -125,6 +123,76 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
     else:
         metric_axis.text(0.5, 0.5, "no validation metric: see the loss on the left", ha="center", transform=metric_axis.transAxes)
     figure.tight_layout()
+    _save(figure, output, plt)
+    return Plotted(output, curves, len(runs))
+
+
+def plot_study(folder: Path, output: str | Path | None, plt) -> Plotted:
+    """A tune folder: the value of each trial against its number (the best so far as a line), and
+    the value against each parameter of the space."""
+    import json
+
+    output = _picture(Path(output) if output else folder / "tune.png", "tune.png")
+    try:
+        study = json.loads((folder / "tune.json").read_text())
+        trials = pd.read_csv(folder / "trials.csv")
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CheckpointError(f"{folder}: tune.json and trials.csv are not what dltrain tune writes ({error})") from None
+    metric, higher, space = study["metric"], study["direction"] == "maximize", study.get("space", {})
+    trials[metric] = pd.to_numeric(trials.get(metric), errors="coerce")
+    shown = trials[trials["state"].isin(["complete", "pruned"]) & trials[metric].notna()]
+    panels = 1 + len(space)
+    columns = min(3, panels)
+    rows = -(-panels // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), dpi=100, squeeze=False)
+    axes = list(grid.flat)
+    for unused in axes[panels:]:
+        unused.set_visible(False)
+    complete = shown[shown["state"] == "complete"]
+    pruned = shown[shown["state"] == "pruned"]
+    axes[0].scatter(complete["trial"], complete[metric], label="complete", zorder=3)
+    axes[0].scatter(pruned["trial"], pruned[metric], marker="x", color="grey", label="pruned (when it stopped)", zorder=3)
+    if len(complete):
+        ordered = complete.sort_values("trial")
+        best = ordered[metric].cummax() if higher else ordered[metric].cummin()
+        axes[0].step(ordered["trial"], best, where="post", color="C3", label="best so far")
+    axes[0].set(title=f"{metric} by trial", xlabel="trial", ylabel=metric)
+    axes[0].legend(fontsize=8)
+    for axis, (key, info) in zip(axes[1:], space.items()):
+        values = shown[key] if key in shown else pd.Series(dtype=object)
+        if info.get("kind") == "choice":
+            labels = [str(label) for label in info.get("labels", [])]
+            positions = values.astype(str).map({label: n for n, label in enumerate(labels)})
+            axis.scatter(positions, shown[metric], alpha=0.8)
+            axis.set_xticks(range(len(labels)), [_short(label) for label in labels], rotation=15, fontsize=7)
+        else:
+            axis.scatter(pd.to_numeric(values, errors="coerce"), shown[metric], alpha=0.8)
+            if info.get("log"):
+                axis.set_xscale("log")
+        axis.set(title=key, xlabel=key, ylabel=metric)
+    figure.tight_layout()
+    _save(figure, output, plt)
+    return Plotted(output, len(shown), len(trials))
+
+
+def _short(label: str) -> str:
+    """A choice's label on an axis: a mapping by its type and first argument ({type: SGD, lr: 0.01} -> SGD lr: 0.01)."""
+    if label.startswith("{type: "):
+        label = label[len("{type: ") :].rstrip("}").replace(",", "", 1)
+    return label if len(label) <= 22 else label[:21] + "…"
+
+
+def _picture(output: Path, name: str) -> Path:
+    if output.is_dir():
+        raise DltrainError(f"--output {output}: a folder; give a file name such as {output / name}")
+    if output.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        raise DltrainError(f"--output {output}: give a picture file ending in .png (or .svg, .pdf, .jpg)")
+    if output.is_file() and b"Matplotlib" not in output.read_bytes()[:4096]:
+        raise DltrainError(f"--output {output}: the file exists and was not drawn by dltrain plot; dltrain never writes over other files")
+    return output
+
+
+def _save(figure, output: Path, plt) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     picture = io.BytesIO()
     figure.savefig(picture, format=output.suffix.lower().lstrip(".").replace("jpg", "jpeg"))
@@ -132,7 +200,6 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
     from dltrain.files import write_atomic
 
     write_atomic(output, picture.getvalue(), sync=False)  # whole or not at all
-    return Plotted(output, curves, len(runs))
 
 
 def leave_curves(run: Path, higher: bool, wait: bool = False) -> subprocess.Popen | None:
@@ -161,10 +228,10 @@ def leave_curves(run: Path, higher: bool, wait: bool = False) -> subprocess.Pope
     return child
 
 
-def wait_for_curves(run: str | Path, timeout: float = 60.0) -> bool:
-    """True once the run's curves.png is there (fit draws it in the background), False after `timeout`."""
+def wait_for_curves(run: str | Path, timeout: float = 60.0, name: str = "curves.png") -> bool:
+    """True once the run's curves.png (a tune folder's tune.png) is there (drawn in the background), False after `timeout`."""
     end = time.monotonic() + timeout
-    path = Path(run) / "curves.png"
+    path = Path(run) / name
     while not path.is_file():
         if time.monotonic() > end:
             return False

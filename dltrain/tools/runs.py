@@ -21,6 +21,7 @@ class RunRow:
     best: float
     best_epoch: int | None
     test: dict  # evaluate_test.json's metrics, if evaluated
+    trials: int | None = None  # a tune folder: the trials of its study (best_epoch is then the best trial)
 
 
 def list_runs(folder: str | Path = "runs") -> list[RunRow]:
@@ -56,6 +57,29 @@ def list_runs(folder: str | Path = "runs") -> list[RunRow]:
                 float(values[best_index]) if best_index is not None else math.nan,
                 int(frame["epoch"][best_index]) if best_index is not None else None,
                 test,
+            )
+        )
+
+    for summary in sorted(folder.glob("*/tune.json")) if folder.is_dir() else []:
+        try:
+            study = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            continue
+        best = study.get("best") or {}
+        test = {}
+        if best.get("run") and (Path(best["run"]) / "evaluate_test.json").is_file():
+            test = json.loads((Path(best["run"]) / "evaluate_test.json").read_text()).get("metrics", {})
+        rows.append(
+            RunRow(
+                summary.parent,
+                summary.parent.name,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.stat().st_mtime)),
+                int(best.get("epochs") or 0),
+                study.get("metric", "val_loss"),
+                float(best["value"]) if best.get("value") is not None else math.nan,
+                best.get("number"),
+                test,
+                int(study.get("ended", 0)),
             )
         )
 

@@ -123,4 +123,26 @@ def config_schema() -> dict:
     train = defs["Train"]["properties"]
     train["metrics"] = {"anyOf": [{"type": "array", "items": {"enum": metric_names}}, {"type": "null"}], "description": "default: by task"}
     train["monitor"]["enum"] = [f"{split}_{m}" for split in ("val", "train") for m in ["loss", *metric_names]]
+    tune = defs["Tune"]["properties"]
+    choices = {"type": "array", "minItems": 1, "description": "choices: numbers, text, or whole mappings (an optimizer)"}
+    value_range = {
+        "type": "object",
+        "required": ["low", "high"],
+        "properties": {
+            "low": {"type": "number"},
+            "high": {"type": "number"},
+            "log": {"type": "boolean", "default": False, "description": "sample on a log scale (low > 0)"},
+            "step": {"type": "number", "exclusiveMinimum": 0, "description": "values on a grid; whole numbers when low, high and step are"},
+        },
+        "additionalProperties": False,
+    }
+    tune["space"]["additionalProperties"] = {"anyOf": [choices, value_range]}
+    tune["space"]["minProperties"] = 1
+    tune["metric"] = {"anyOf": [{"enum": train["monitor"]["enum"]}, {"type": "null"}], "description": tune["metric"].get("description", "")}
+    pruners = ["median", "hyperband", "none"]
+    tune["pruner"] = {
+        "anyOf": [{"enum": pruners}, {"type": "object", "required": ["type"], "properties": {"type": {"enum": pruners}}, "additionalProperties": True}],
+        "default": "median",
+        "description": tune["pruner"].get("description", ""),
+    }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://dltrain.dev/schema/config.json", **schema}

@@ -125,6 +125,7 @@ class Result:
     best_epoch: int | None
     best_value: float
     stopped_early: bool = False
+    pruned: bool = False  # stopped by `watch` (a tuner's pruner)
 
 
 @dataclass
@@ -155,8 +156,10 @@ class Trainer:
         progress: Progress | None = None,
         stop: StopSignal | None = None,
         group: Group = SINGLE,
+        watch: Callable[[dict], bool] | None = None,
     ):
         self.job, self.settings, self.sink, self.device, self.group = job, settings, sink, device, group
+        self.watch = watch  # after each epoch's checkpoint: True stops training (a tuner prunes the trial)
         self.model, self.loss_fn, self.optimizer, self.scheduler = job.model, job.loss_fn, job.optimizer, job.scheduler
         self.forward = job.forward or job.model
         self.progress = progress or Silent()
@@ -182,8 +185,12 @@ class Trainer:
                     if self.group.main:
                         self.sink.epoch_row(row)
                     self.progress.end_epoch(row)
-                    if self._after_epoch(row):
+                    stop_early = self._after_epoch(row)
+                    prune = self.watch is not None and self.watch(row)  # told every epoch, the last too
+                    if stop_early:
                         return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
+                    if prune and self.state.epoch < s.epochs:
+                        return Result(self.state.history, self.state.best_epoch, self.state.best_value, pruned=True)
             finally:
                 self.progress.close()
                 if self.group.main:
