@@ -241,4 +241,8 @@ def print_tune(result, limit: int = 30) -> None:
 
 
 def _param(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A trial's value in the table: a number to 4 digits, a mapping by its type ({type: SGD, momentum: 0.9} -> SGD momentum: 0.9)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text[len("{type: ") :].rstrip("}").replace(",", "", 1) if text.startswith("{type: ") else text

@@ -159,7 +159,7 @@ def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], i
                 f"now has {len(labels)} rows: the data changed; evaluate it with --data FILE instead"
             )
         y, known = encode_target(schema.target, labels[target].iloc[indices], form)
-        targets[name] = (y[torch.from_numpy(known)], indices[known])
+        targets[name] = (y[torch.from_numpy(np.array(known, dtype=bool))], indices[known])
     return make_splits(table, schema, targets)[0]
 
 
