@@ -26,12 +26,14 @@ lint: $(VENV)/.installed
 
 # the suite against the peers (Lightning and Keras from the bench extra), then the whole process
 # (fit, predict, evaluate from the shell) against hand-written scripts; writes benchmarks/RESULTS.md,
-# benchmarks/RESULTS-whole.md and their tables in README.md. The single-workload scripts run on their
+# benchmarks/RESULTS-whole.md, benchmarks/RESULTS-tune.md (dltrain tune against separate fits) and their
+# tables in README.md. The single-workload scripts run on their
 # own: python benchmarks/NAME.py
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) -m benchmarks
 	$(PY) -m benchmarks.whole
+	$(PY) -m benchmarks.tune
 
 # generated example data (kept out of git)
 data: $(VENV)/.installed

@@ -4,7 +4,8 @@ fewer). Both from the shell, whole processes, timed with the clock on the wall.
 
     python -m benchmarks.tune [CONFIG ...]      (default: configs/penguins.yaml configs/diabetes.yaml)
 
-Prints a table and writes benchmarks/RESULTS-tune.md. The study is made in a temporary folder.
+Prints a table and writes benchmarks/RESULTS-tune.md (and, for the shipped configs, the README's table
+between its tune markers). The study is made in a temporary folder.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def main(argv: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     (ROOT / "benchmarks" / "RESULTS-tune.md").write_text(f"Measured {time.strftime('%Y-%m-%d')} (python -m benchmarks.tune)\n\n" + text)
+    if not argv:  # the shipped configs: their table goes into the README
+        from benchmarks.common import into_readme
+
+        into_readme(ROOT / "README.md", "tune", f"Measured {time.strftime('%Y-%m-%d')}, 2 cores (python -m benchmarks.tune).\n\n" + text)
 
 
 if __name__ == "__main__":
