@@ -1,7 +1,7 @@
 """dltrain: a YAML file in, a trained PyTorch model out.
 
 The Python API mirrors the command line: `dltrain.fit(config)`, `dltrain.check(config)`,
-`dltrain.evaluate(run)`, `dltrain.predict(run, table)`, `dltrain.export(run)`, and
+`dltrain.evaluate(run)`, `dltrain.predict(run, table)`, `dltrain.export(run)`, `dltrain.tune(config)`, and
 `dltrain.load_run(run)` for the trained model itself. Importing dltrain does not import torch;
 each function imports what it needs.
 """
@@ -16,6 +16,7 @@ _API = {
     "evaluate": "dltrain.inference",
     "predict": "dltrain.inference",
     "export": "dltrain.export",
+    "tune": "dltrain.tools.tune",
     "load_run": "dltrain.checkpoint",
     "load_config": "dltrain.config",
 }

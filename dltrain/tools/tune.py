@@ -356,6 +356,7 @@ def _work(optuna, study, cfg: LoadedConfig, space: Space, extra: list, folder: P
         except optuna.TrialPruned:
             raise
         except Interrupted as error:
+            trial.set_user_attr("interrupted", error.signum)
             stopped.append(error)
             raise
         except Exception as error:  # a failed trial is recorded with its reason; the study goes on
@@ -448,7 +449,7 @@ def summarize(optuna, study, space: Space, folder: Path, wanted: int, higher: bo
             if "error" in attrs:
                 state, note_text = "failed", attrs["error"]
             else:
-                state = "killed" if attrs.get("pid") != os.getpid() else "interrupted"
+                state = "interrupted" if "interrupted" in attrs else "killed"
                 note_text = f"ran again as trial {reruns[trial.number]}" if trial.number in reruns else "to run again"
         if attrs.get("rerun_of") is not None:
             note_text = (note_text + "; " if note_text else "") + f"rerun of trial {attrs['rerun_of']}"
