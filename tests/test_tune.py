@@ -16,28 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write
+from tests.conftest import IRIS, ROOT, iris_config
 
 pytest.importorskip("optuna")
 
-IRIS_TUNE = """\
-name: iris
-seed: 0
-data:
-  source: iris.csv
-  target: species
-  split: {train: 0.7, val: 0.15, test: 0.15}
-  batch_size: 16
-model:
-  layers:
-    - Linear: 16
-    - ReLU
-    - Dropout: 0.0
-    - Linear: auto
-loss: CrossEntropyLoss
-optimizer: {type: Adam, lr: 0.001}
-train:
-  epochs: 6
+IRIS_TUNE = IRIS.replace("    - ReLU\n", "    - ReLU\n    - Dropout: 0.0\n").replace("lr: 0.01", "lr: 0.001").replace("epochs: 3", "epochs: 6") + """\
 tune:
   trials: 8
   pruner: {type: median, n_startup_trials: 2}
@@ -50,10 +33,7 @@ tune:
 
 
 def _config(folder: Path, text: str = IRIS_TUNE) -> Path:
-    import shutil
-
-    shutil.copy(ROOT / "data" / "iris.csv", folder / "iris.csv")
-    return write(folder / "tune.yaml", text)
+    return iris_config(folder, text)
 
 
 def test_a_study_runs_its_trials_and_best_yaml_trains_to_the_same_value(tmp_path, monkeypatch):
@@ -144,27 +124,27 @@ def test_bad_spaces_are_refused_with_file_and_line_before_any_trial(tmp_path, mo
         "    model.layers.1: [ReLU, Relu]\n",
     )
     assert "6 problems" in out
-    assert "tune.yaml:22: train.epoch: unknown key 'epoch'. Did you mean 'epochs'?" in out
-    assert "tune.yaml:23: tune.space.optimizer.lr: low (0.1) is above high (0.001)" in out
-    assert "tune.yaml:24: tune.space.optimizer.momentum: a log range must stay above 0" in out
-    assert "tune.yaml:25: tune.space.model.layers.2.Dropout: the list of choices is empty" in out
-    assert "tune.yaml:26: model.layers.0: Linear gives (batch, 0) per row" in out and "model.layers.0.Linear=0" in out
-    assert "tune.yaml:27: model.layers.1: unknown layer 'Relu'" in out
+    assert "config.yaml:22: train.epoch: unknown key 'epoch'. Did you mean 'epochs'?" in out
+    assert "config.yaml:23: tune.space.optimizer.lr: low (0.1) is above high (0.001)" in out
+    assert "config.yaml:24: tune.space.optimizer.momentum: a log range must stay above 0" in out
+    assert "config.yaml:25: tune.space.model.layers.2.Dropout: the list of choices is empty" in out
+    assert "config.yaml:26: model.layers.0: Linear gives (batch, 0) per row" in out and "model.layers.0.Linear=0" in out
+    assert "config.yaml:27: model.layers.1: unknown layer 'Relu'" in out
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
 def test_combinations_of_values_are_checked_together(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     out = _problems(cli, tmp_path, "    model.layers.3: [{Linear: auto}, {Linear: 7}]\n    loss: [CrossEntropyLoss, MSELoss]\n")
-    assert "tune.yaml:22: model.layers.3: the model gives (batch, 7)" in out  # each value alone
-    assert "tune.yaml:23" in out and "loss=MSELoss" in out
+    assert "config.yaml:22: model.layers.3: the model gives (batch, 7)" in out  # each value alone
+    assert "config.yaml:23" in out and "loss=MSELoss" in out
 
 
 def test_tune_without_a_section_resume_and_fit_resume_of_a_study(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     plain = _config(tmp_path, IRIS_TUNE.split("tune:\n")[0])
     result = cli("tune", str(plain))
-    assert result.code == 2 and "tune.yaml:1: tune: the config has no tune section" in result.output
+    assert result.code == 2 and "config.yaml:1: tune: the config has no tune section" in result.output
     result = cli("tune", str(_config(tmp_path)), "--resume", "runs/iris-tune")
     assert result.code == 2 and "dltrain tune has no --resume: run the same command again" in result.output
     (tmp_path / "runs" / "iris-tune").mkdir(parents=True)
@@ -204,7 +184,7 @@ def _study(folder: Path):
 def test_two_processes_share_one_study_and_a_killed_one_is_rerun(tmp_path):
     from optuna.trial import TrialState
 
-    text = IRIS_TUNE.replace("trials: 8", "trials: 10").replace("epochs: 6", "epochs: 40")
+    text = IRIS_TUNE.replace("trials: 8", "trials: 10").replace("epochs: 6", "epochs: 150")  # trials long enough to be caught running
     config = _config(tmp_path, text)
     first, second = _dltrain(str(config), cwd=tmp_path), _dltrain(str(config), cwd=tmp_path)
     end = time.monotonic() + 120
@@ -242,12 +222,13 @@ def test_two_processes_share_one_study_and_a_killed_one_is_rerun(tmp_path):
 
 
 def test_jobs_runs_trials_side_by_side_each_with_its_share_of_the_cores(tmp_path):
-    config = _config(tmp_path, IRIS_TUNE.replace("trials: 8", "trials: 4").replace("epochs: 6", "epochs: 30"))
+    text = IRIS_TUNE.replace("trials: 8", "trials: 6").replace("epochs: 6", "epochs: 100").replace("{type: median, n_startup_trials: 2}", "none")
+    config = _config(tmp_path, text)  # trials long enough that the second process, starting later, gets some
     run = _dltrain(str(config), "--jobs", "2", cwd=tmp_path)
     output, _ = run.communicate(timeout=300)
     assert run.returncode == 0, output
     trials = _study(tmp_path).get_trials()
-    assert len(trials) == 4 and len({t.user_attrs["pid"] for t in trials}) == 2
+    assert len(trials) == 6 and len({t.user_attrs["pid"] for t in trials}) == 2
     threads = max(1, (os.cpu_count() or 1) // 2)
     for t in trials:  # written in each trial's config, so that best.yaml trains as its trial did
         assert yaml.safe_load((Path(t.user_attrs["run"]) / "config.yaml").read_text())["train"]["threads"] == threads
