@@ -246,6 +246,28 @@ def predict(
 
 
 @app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run directories; several are compared.", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="test, val or train: the run's own split.")] = "test",
+    data: Annotated[Optional[Path], typer.Option("--data", help="Report on a labelled table file instead.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The HTML file (default: RUN/report_<split>.html).")] = None,
+) -> None:
+    """One self-contained HTML page about a run: metrics, curves, confusion matrix, ROC, calibration, worst examples."""
+
+    def action():
+        from dltrain.console import note
+        from dltrain.errors import UsageError
+        from dltrain.tools.report import report as run_report
+
+        if split not in ("train", "val", "test"):
+            raise UsageError(f"--split must be train, val or test, found {split!r}")
+        written = run_report(runs, split, output, data)
+        note(f"written: {written.path} ({written.rows} rows of {written.runs} run(s))")
+
+    _run(action, heavy="dltrain.inference")
+
+
+@app.command()
 def init(
     data: Annotated[Path, typer.Argument(help="A table file, or a folder with one subfolder per class.", show_default=False)],
     target: Annotated[Optional[str], typer.Option("--target", help="The column to predict (a folder's is `label`).")] = None,

@@ -21,7 +21,7 @@ from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_table
 from dltrain.errors import DataError, UsageError
 from dltrain.files import write_atomic, write_json, write_text
 from dltrain.train import metrics as metric_registry
-from dltrain.train.trainer import infer
+from dltrain.train.trainer import Seen, infer
 
 
 def read_input(path: str | Path) -> pd.DataFrame:
@@ -49,11 +49,22 @@ class Evaluation:
         return data
 
 
-def evaluate(
-    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None
-) -> Evaluation:
-    """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`."""
-    loaded = load_run(run)
+@dataclass
+class Scored:
+    """A run's model on a split (or a file): what `evaluate` writes and a report draws, computed once."""
+
+    loaded: LoadedRun
+    name: str  # the split, or the file's stem
+    rows: TensorSplit  # the encoded rows scored
+    seen: Seen  # the model's outputs and the targets
+    outcome: metric_registry.Outcome
+    metrics: dict[str, float]
+    confusion: dict | None
+
+
+def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | None = None, batch_size: int | None = None) -> Scored:
+    """The metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`."""
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if data is not None:
         rows, name = _labelled_rows(loaded, data), Path(data).stem
     else:
@@ -72,8 +83,17 @@ def evaluate(
     confusion = None
     if loaded.task.is_classification:
         confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
-    out = loaded.run_dir / f"evaluate_{name}.json"
-    result = Evaluation(name if data is None else str(data), seen.rows, metrics, confusion, out)
+    return Scored(loaded, name, rows, seen, outcome, metrics, confusion)
+
+
+def evaluate(
+    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None
+) -> Evaluation:
+    """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`;
+    written to evaluate_<split>.json in the run directory."""
+    scored = score(run, split, data, batch_size)
+    out = scored.loaded.run_dir / f"evaluate_{scored.name}.json"
+    result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out)
     write_json(out, _json_safe(result.to_dict()))
     return result
 

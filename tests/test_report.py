@@ -1,0 +1,93 @@
+"""dltrain report: one self-contained HTML page whose numbers are evaluate's, ROC AUC as scikit-learn
+computes it, and a permutation importance that puts a column of noise last."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+
+def _cells(page: str, table_class: str) -> list[list[str]]:
+    table = page.split(f"<table class='{table_class}'>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td>([^<]*)</td>", row) for row in table.split("</tr>") if "<td>" in row]
+
+
+def test_the_report_of_a_classifier_holds_evaluates_numbers_and_nothing_from_outside(workdir, cli):
+    assert cli("fit", "configs/breast_cancer.yaml", "train.epochs=5", "--out", "run").code == 0
+    assert cli("evaluate", "run").code == 0
+    result = cli("report", "run")
+    assert result.code == 0, result.output
+    page = (workdir / "run" / "report_test.html").read_text()
+    evaluated = json.loads((workdir / "run" / "evaluate_test.json").read_text())
+    assert _cells(page, "confusion") == [[str(v) for v in row] for row in evaluated["confusion_matrix"]["matrix"]]
+    metrics = page.split("<h2>Metrics</h2>", 1)[1].split("</table>", 1)[0]
+    shown = re.findall(r"<td>([^<]*)</td>", metrics)
+    assert shown == [f"{evaluated['metrics'][k]:.4f}" for k in evaluated["metrics"]]
+    for section in ("Confusion matrix", "ROC and precision-recall curves", "Calibration", "The worst-predicted examples", "permutation importance", "Data", "Model", "Config as run"):
+        assert section in page
+    assert "<script" not in page and not re.search(r"(src|href)=['\"]https?:", page)  # self-contained
+    assert page.count("data:image/png;base64,") >= 5
+    foreign = workdir / "notes.html"
+    foreign.write_text("<p>mine</p>")
+    result = cli("report", "run", "-o", str(foreign))
+    assert result.code == 2 and "was not written by dltrain report" in result.output and foreign.read_text() == "<p>mine</p>"
+
+
+def test_the_report_of_a_regression_and_of_two_runs(workdir, cli):
+    assert cli("fit", "configs/diabetes.yaml", "train.epochs=4", "--out", "a").code == 0
+    assert cli("fit", "configs/diabetes.yaml", "train.epochs=6", "--out", "b").code == 0
+    result = cli("report", "a", "b", "-o", "both.html")
+    assert result.code == 0, result.output
+    page = (workdir / "both.html").read_text()
+    assert "Predictions (in the target&#x27;s own units)" in page or "Predictions (in the target's own units)" in page
+    metrics = page.split("<h2>Metrics</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<td class='l'>a</td>" in metrics and "<td class='l'>b</td>" in metrics
+    assert cli("report", "missing").code == 2
+
+
+def test_roc_auc_is_scikit_learns_within_1e_6():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    from dltrain.tools.report import roc_pr
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3)) + np.eye(3)[labels] * 1.5
+    logits[:50] = np.round(logits[:50], 1)  # ties
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    curves = roc_pr(probabilities, labels, 3)
+    ours = np.mean([c["auc"] for c in curves])
+    assert abs(ours - sklearn.roc_auc_score(labels, probabilities, multi_class="ovr")) < 1e-6
+    binary = (labels == 1).astype(int)
+    two = np.stack([1 - probabilities[:, 1], probabilities[:, 1]], 1)
+    assert abs(roc_pr(two, binary, 2)[1]["auc"] - sklearn.roc_auc_score(binary, probabilities[:, 1])) < 1e-6
+    assert abs(roc_pr(two, binary, 2)[1]["ap"] - sklearn.average_precision_score(binary, probabilities[:, 1])) < 1e-6
+
+
+def test_permutation_importance_puts_a_column_of_noise_last(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from dltrain.fitting import fit
+    from dltrain.inference import score
+    from dltrain.tools.report import permutation_importance
+    from tests.conftest import write
+
+    rng = np.random.default_rng(0)
+    n = 600
+    table = pd.DataFrame({"signal": rng.normal(size=n), "weak": rng.normal(size=n), "noise": rng.normal(size=n)})
+    table["y"] = 3 * table["signal"] + 0.5 * table["weak"] + rng.normal(scale=0.1, size=n)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    config = write(
+        tmp_path / "t.yaml",
+        "data: {source: t.csv, target: y, inputs: [noise, signal, weak]}\nmodel: {layers: [{Linear: 16}, ReLU, {Linear: auto}]}\n"
+        "loss: mse\noptimizer: {type: Adam, lr: 0.01}\ntrain: {epochs: 30}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    run = fit(config, progress=False, curves=False).run_dir
+    found = permutation_importance(score(run))
+    assert [r["column"] for r in found] == ["signal", "weak", "noise"]
+    assert found[0]["mean"] > 10 * abs(found[-1]["mean"]) and all(r["std"] >= 0 for r in found)
