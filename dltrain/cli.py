@@ -200,6 +200,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="test, val or train: the run's own split.")] = "test",
     data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate a whole table file instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    with_report: Annotated[bool, typer.Option("--report", help="Also write the HTML report (dltrain report) beside evaluate's JSON.")] = False,
 ) -> None:
     """Score a trained model on its test split (or another), or on a table file."""
 
@@ -218,6 +219,11 @@ def evaluate(
             from dltrain.summary import print_evaluation
 
             print_evaluation(result)
+        if with_report:
+            from dltrain.console import note
+            from dltrain.tools.report import report as run_report
+
+            note(f"written: {run_report([run], split, None, data).path}")
 
     _run(action, heavy="dltrain.inference")
 

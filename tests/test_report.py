@@ -48,6 +48,7 @@ def test_the_report_of_a_regression_and_of_two_runs(workdir, cli):
     metrics = page.split("<h2>Metrics</h2>", 1)[1].split("</table>", 1)[0]
     assert "<td class='l'>a</td>" in metrics and "<td class='l'>b</td>" in metrics
     assert cli("report", "missing").code == 2
+    assert cli("evaluate", "a", "--report").code == 0 and (workdir / "a" / "report_test.html").is_file()  # beside evaluate_test.json
 
 
 def test_roc_auc_is_scikit_learns_within_1e_6():
@@ -91,3 +92,26 @@ def test_permutation_importance_puts_a_column_of_noise_last(tmp_path, monkeypatc
     found = permutation_importance(score(run))
     assert [r["column"] for r in found] == ["signal", "weak", "noise"]
     assert found[0]["mean"] > 10 * abs(found[-1]["mean"]) and all(r["std"] >= 0 for r in found)
+
+
+def _chromium():
+    import shutil
+
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs it)")
+@pytest.mark.parametrize("config", ["iris", "breast_cancer", "diabetes"])
+def test_the_report_renders_in_headless_chromium_without_console_errors(workdir, cli, config):
+    import subprocess
+
+    assert cli("fit", f"configs/{config}.yaml", "train.epochs=3", "--out", "run").code == 0
+    assert cli("report", "run").code == 0
+    page = (workdir / "run" / "report_test.html").resolve()
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", f"--user-data-dir={workdir / 'profile'}"]
+    shown = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60)
+    assert "<h2>Metrics</h2>" in shown.stdout and "Config as run" in shown.stdout
+    assert "CONSOLE" not in shown.stderr, shown.stderr  # no script error, nothing it failed to load
+    shot = workdir / "shot.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=60)
+    assert shot.read_bytes()[:4] == b"\x89PNG"
