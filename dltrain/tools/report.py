@@ -306,6 +306,9 @@ def _worst(scored) -> str:
     if rows is not None and files is not None and files.type == "image":
         figures = "".join(f"<figure>{_thumbnail(rows[files.column].iloc[i])}<figcaption>{html.escape(note)}</figcaption></figure>" for i, note in zip(order, notes))
         return f"<div class='thumbs'>{figures}</div>"
+    if files is not None and files.type == "audio":  # the spectrogram the model heard, for each
+        figures = "".join(f"<figure>{_spectrogram(scored.rows.x[i])}<figcaption>{html.escape(note)}</figcaption></figure>" for i, note in zip(order, notes))
+        return f"<div class='thumbs'>{figures}</div>"
     if rows is None:
         return "<ul>" + "".join(f"<li>row {int(scored.rows.rows[i])}: {html.escape(n)}</li>" for i, n in zip(order, notes)) + "</ul>"
     shown = rows.iloc[order].copy()
@@ -324,6 +327,19 @@ def _thumbnail(path: str) -> str:
         return f"<img alt='{html.escape(Path(path).name)}' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
     except OSError:
         return f"<span>{html.escape(Path(path).name)} (cannot be read)</span>"
+
+
+def _spectrogram(x: torch.Tensor) -> str:
+    """An encoded (1, frequency, time) spectrogram as a small picture, low frequencies at the bottom."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    values = x.float().reshape(-1, x.shape[-1]).cpu().numpy()[::-1]
+    span = float(values.max() - values.min()) or 1.0
+    rgb = (colormaps["magma"]((values - values.min()) / span)[..., :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).resize((112, 112)).save(buffer, format="PNG")
+    return f"<img alt='spectrogram' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 
 def permutation_importance(scored, repeats: int = REPEATS, seed: int = 0) -> list[dict]:
