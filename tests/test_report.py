@@ -115,3 +115,18 @@ def test_the_report_renders_in_headless_chromium_without_console_errors(workdir,
     shot = workdir / "shot.png"
     subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=60)
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_worst_images_are_shown_as_pictures(tmp_path, cli):
+    from tests.conftest import write
+    from tests.test_images import SMALL, make_shapes
+
+    folder = make_shapes(tmp_path / "shapes", 15)
+    config = write(tmp_path / "c.yaml", SMALL.format(source=folder))
+    assert cli("fit", config, "--out", tmp_path / "run").code == 0
+    result = cli("report", tmp_path / "run")
+    assert result.code == 0, result.output
+    page = (tmp_path / "run" / "report_test.html").read_text()
+    thumbs = page.split("<div class='thumbs'>", 1)[1].split("</div>", 1)[0]
+    assert thumbs.count("<figure>") == 12 and thumbs.count("data:image/png;base64,") == 12 and "true " in thumbs
+    assert "permutation importance" not in page  # a picture has no columns to shuffle
