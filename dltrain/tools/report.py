@@ -382,7 +382,13 @@ def _data(scored) -> str:
     schema = scored.loaded.schema
     rows = " ".join(f"{k} {v}" for k, v in info.get("rows", {}).items())
     dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (info.get("dropped") or {}).items() if v)
-    columns = "".join(f"<tr><td class='l'>{html.escape(e.column)}</td><td class='l'>{html.escape(e.type)}</td><td>{e.width if e.tabular else ''}</td></tr>" for e in schema.inputs)
+    raw = _source_rows(scored)
+    missing = raw.isna().sum() if raw is not None else {}
+    columns = "".join(
+        f"<tr><td class='l'>{html.escape(e.column)}</td><td class='l'>{html.escape(e.type)}</td><td>{e.width if e.tabular else ''}</td>"
+        f"<td>{int(missing[e.column]) if e.column in missing else ''}</td></tr>"
+        for e in schema.inputs
+    )
     target = schema.target
     classes = f", classes: {', '.join(map(str, getattr(target, 'classes', ())))}" if getattr(target, "classes", None) else ""
     balance = ""
@@ -392,7 +398,7 @@ def _data(scored) -> str:
     return (
         f"<p>source: <code>{html.escape(json.dumps(info.get('source')))}</code><br>rows: {rows}{'; dropped: ' + dropped if dropped else ''}</p>"
         f"<p>target: {html.escape(target.column)} ({html.escape(target.type)}{html.escape(classes)})</p>{balance}"
-        f"<table><tr><th class='l'>input column</th><th class='l'>type</th><th>features</th></tr>{columns}</table>"
+        f"<table><tr><th class='l'>input column</th><th class='l'>type</th><th>features</th><th>missing in this split</th></tr>{columns}</table>"
     )
 
 
