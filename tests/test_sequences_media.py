@@ -1,5 +1,6 @@
 """Sequences, text, audio and video end to end: generated data to a trained model, predict, bad input."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def test_shipped_config_reaches_its_bar(workdir, cli, name, script, data, bar):
     assert result.code == 0, result.output
     evaluated = json.loads(cli("evaluate", f"runs/{name}", "--json").stdout)
     assert evaluated["metrics"]["accuracy"] >= bar, evaluated
+    if name in ("text_conv1d", "sounds_cnn") and importlib.util.find_spec("matplotlib"):  # the report of the shipped examples
+        from tests.test_report import renders
+
+        assert cli("report", f"runs/{name}").code == 0
+        page = workdir / "runs" / name / "report_test.html"
+        worst = page.read_text().split("The worst-predicted examples", 1)[1][:20000]
+        assert ("<div class='thumbs'>" in worst) == (name == "sounds_cnn")  # sounds as spectrograms; text as its rows
+        renders(page, workdir)
 
 
 def test_sequences_predict_from_a_table_and_reject_words(tmp_path, cli):
