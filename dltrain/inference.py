@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -60,6 +61,7 @@ class Scored:
     outcome: metric_registry.Outcome
     metrics: dict[str, float]
     confusion: dict | None
+    data: Path | None = None  # the labelled file scored, when not the run's own split
 
 
 def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | None = None, batch_size: int | None = None) -> Scored:
@@ -83,7 +85,7 @@ def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | N
     confusion = None
     if loaded.task.is_classification:
         confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
-    return Scored(loaded, name, rows, seen, outcome, metrics, confusion)
+    return Scored(loaded, name, rows, seen, outcome, metrics, confusion, Path(data) if data is not None else None)
 
 
 def evaluate(
@@ -110,7 +112,7 @@ def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
         warn(f"{int((~known).sum())} row(s) of {data} have target values the model never saw: left out")
         table, y = table[known], y[torch.from_numpy(known)]
     x, readable = loaded.schema.encode_inputs(table, str(data), new=True)
-    return TensorSplit(x, y[torch.from_numpy(readable)], readable.nonzero()[0])
+    return TensorSplit(x, y[torch.from_numpy(readable)], np.asarray(table.index)[readable])  # rows of the file as read
 
 
 def _own_split(loaded: LoadedRun, split: str) -> TensorSplit:

@@ -139,3 +139,21 @@ def test_the_worst_images_are_shown_as_pictures(tmp_path, cli):
     assert thumbs.count("<figure>") == 12 and thumbs.count("data:image/png;base64,") == 12 and "true " in thumbs
     assert "permutation importance" not in page  # a picture has no columns to shuffle
     renders(tmp_path / "run" / "report_test.html", tmp_path)
+
+
+def test_a_report_on_a_labelled_file_shows_that_files_rows(workdir, cli):
+    import pandas as pd
+
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "run").code == 0
+    table = pd.read_csv("data/iris.csv")
+    table.loc[:9, "species"] = None  # rows without a target are left out: the rows shown must still be the right ones
+    table.to_csv("labelled.csv", index=False)
+    result = cli("report", "run", "--data", "labelled.csv")
+    assert result.code == 0, result.output
+    page = (workdir / "run" / "report_labelled.html").read_text()
+    worst = page.split("The worst-predicted examples", 1)[1].split("</table>", 1)[0]
+    rows = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", worst, re.S)]
+    rows = [cells for cells in rows if cells]
+    assert len(rows) == 12
+    assert all(cells[0].startswith(f"true {cells[-1]},") for cells in rows)  # the outcome and the file's own species
+    assert "140 rows" in page

@@ -278,10 +278,14 @@ def _source_rows(scored) -> pd.DataFrame | None:
     """The raw rows scored (their columns as in the data), for the table of worst examples."""
     from dltrain.data.prepare import open_table, recorded_sources
 
+    columns = list(dict.fromkeys([*scored.loaded.schema.input_columns, scored.loaded.schema.target.column]))
     try:
-        table = open_table(recorded_sources(scored.loaded.recipe.data), True)
-        columns = [*scored.loaded.schema.input_columns, scored.loaded.schema.target.column]
-        frame = table.columns(list(dict.fromkeys(columns)))
+        if scored.data is not None:  # a labelled file: its rows as read
+            from dltrain.inference import read_input
+
+            frame = read_input(scored.data)[columns].reset_index(drop=True)
+        else:
+            frame = open_table(recorded_sources(scored.loaded.recipe.data), True).columns(columns)
         return frame.iloc[np.asarray(scored.rows.rows)].reset_index(drop=True)
     except Exception:  # a report without the raw rows is still a report
         return None
