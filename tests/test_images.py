@@ -1,5 +1,6 @@
 """Images end to end: generated shapes to a trained CNN, the decode cache, predict, bad images."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -51,6 +52,11 @@ def test_shapes_train_to_the_readme_bar_and_predict_new_images(workdir, cli):
     assert len(frame) == 40 and (truth == frame["prediction"]).mean() >= 0.9
     glob = cli("predict", "runs/shapes", str(new / "c*" / "*.png"))
     assert glob.code == 0 and len(glob.stdout.splitlines()) == 21  # circle and cross: 20 rows and a header
+    if importlib.util.find_spec("matplotlib"):  # the report of the shipped example, in a browser where there is one
+        from tests.test_report import renders
+
+        assert cli("report", "runs/shapes").code == 0
+        renders(workdir / "runs" / "shapes" / "report_test.html", workdir)
 
 
 def test_second_fit_uses_the_cache_and_a_changed_file_invalidates_it(tmp_path, cli):
