@@ -11,6 +11,7 @@ from rich.console import Console
 _warned: set[str] = set()
 _silent = False  # ranks of torchrun other than 0 say nothing: rank 0 speaks for all
 _notes = True  # off while a tuner's trials run: it says one line per trial instead
+_collected: list[str] | None = None  # while `collecting`, warnings are kept here instead of printed
 
 
 # Rich wraps at 80 columns when output is not a terminal: logs and pipes get room for the tables.
@@ -40,6 +41,9 @@ def warn(message: str, key: object = None) -> None:
     `key` says when two messages are the same warning (the same column's problem found again in
     another split, with other examples): by default the message itself.
     """
+    if _collected is not None:  # a server's request: its warnings go back with its answer
+        _collected.append(message)
+        return
     key = message if key is None else key
     if key in _warned or _silent:
         return
@@ -61,3 +65,15 @@ def without_notes() -> Iterator[None]:
         yield
     finally:
         _notes = before
+
+
+@contextmanager
+def collecting() -> Iterator[list[str]]:
+    """Warnings inside go to the list given (each one, unprinted): a server answers with them.
+    One thread at a time (the server encodes requests on one thread)."""
+    global _collected
+    before, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = before

@@ -172,23 +172,8 @@ def predict(
     loaded = load_run(run)
     table, label = _input_table(loaded, input)
     x, readable = loaded.schema.encode_inputs(table, label, new=True)
-    table = table[readable]
-    rows = TensorSplit(x, None, readable.nonzero()[0]).to(loaded.device)
-    outputs = infer(loaded.model, None, rows.batches(batch_size or max(loaded.recipe.batch_size, 256)), loaded.schema.batch_transform(train=False)).outputs
-    result = pd.DataFrame(index=range(len(table)))
-    media = loaded.schema.media
-    for column in (loaded.schema.id, media.column if media is not None else None):
-        if column is not None and column in table.columns and column not in result.columns:
-            result[column] = table[column].to_numpy()
-    task = loaded.task
-    if task.is_classification:
-        probs = task.probabilities(outputs).cpu()
-        classes = list(task.classes)
-        result["prediction"] = [classes[i] for i in probs.argmax(1).tolist()]
-        for i, name in enumerate(classes):
-            result[f"prob_{name}"] = probs[:, i].numpy()
-    else:
-        result["prediction"] = task.values(outputs).cpu().numpy()
+    outputs = run_model(loaded, x, batch_size)
+    result = decode_outputs(loaded, table[readable], outputs)
     if output is not None:
         if output.is_file() and _columns_of(output) != list(result.columns):
             raise UsageError(
@@ -204,6 +189,32 @@ def predict(
             write_text(output, result.to_json(orient="records", lines=True))
         else:
             write_text(output, result.to_csv(index=False, sep="\t" if output.suffix.lower() == ".tsv" else ","))
+    return result
+
+
+def run_model(loaded: LoadedRun, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """The model's outputs for encoded rows (predict and serve)."""
+    rows = TensorSplit(x, None, np.arange(len(x))).to(loaded.device)
+    return infer(loaded.model, None, rows.batches(batch_size or max(loaded.recipe.batch_size, 256)), loaded.schema.batch_transform(train=False)).outputs
+
+
+def decode_outputs(loaded: LoadedRun, table: pd.DataFrame, outputs: torch.Tensor) -> pd.DataFrame:
+    """The id (or file) column, `prediction` and each class's `prob_<class>` for the rows of `table`
+    (those encoded, in order) and their outputs: what predict writes and serve answers."""
+    result = pd.DataFrame(index=range(len(table)))
+    media = loaded.schema.media
+    for column in (loaded.schema.id, media.column if media is not None else None):
+        if column is not None and column in table.columns and column not in result.columns:
+            result[column] = table[column].to_numpy()
+    task = loaded.task
+    if task.is_classification:
+        probs = task.probabilities(outputs).cpu()
+        classes = list(task.classes)
+        result["prediction"] = [classes[i] for i in probs.argmax(1).tolist()]
+        for i, name in enumerate(classes):
+            result[f"prob_{name}"] = probs[:, i].numpy()
+    else:
+        result["prediction"] = task.values(outputs).cpu().numpy()
     return result
 
 
