@@ -274,6 +274,32 @@ def report(
 
 
 @app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes (one for now).")] = 1,
+    allow_paths: Annotated[Optional[Path], typer.Option("--allow-paths", help="JSON rows may name files under this folder.", metavar="DIR")] = None,
+    max_body: Annotated[int, typer.Option("--max-body", min=1, help="The largest request in bytes.")] = 10 * 1024 * 1024,
+    wait_ms: Annotated[float, typer.Option("--batch-wait-ms", min=0, help="How long a request waits for others to share the model with.")] = 2.0,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The most rows through the model at once.")] = 256,
+) -> None:
+    """Serve a run over HTTP: POST rows (or files) to /predict; GET /metadata, /health, /docs."""
+
+    def action():
+        from dltrain.tools.serve import Settings
+        from dltrain.tools.serve import serve as run_serve
+
+        if allow_paths is not None and not allow_paths.is_dir():
+            from dltrain.errors import UsageError
+
+            raise UsageError(f"--allow-paths {allow_paths}: not a folder")
+        run_serve(run, host, port, workers, Settings(max_body=max_body, wait_ms=wait_ms, max_batch=max_batch, allow_paths=allow_paths, batching=wait_ms > 0 or max_batch > 1))
+
+    _run(action, heavy="dltrain.inference")
+
+
+@app.command()
 def init(
     data: Annotated[Path, typer.Argument(help="A table file, or a folder with one subfolder per class.", show_default=False)],
     target: Annotated[Optional[str], typer.Option("--target", help="The column to predict (a folder's is `label`).")] = None,
