@@ -1,0 +1,175 @@
+"""`dltrain serve` under load: 1, 8 and 32 concurrent clients sending single rows (or single image
+files), for a while each; requests per second, p50 and p99 latency, with batching and without,
+against a minimal hand-written FastAPI endpoint around the same model (the floor: JSON to a tensor,
+the model, softmax; no encoders, no checks).
+
+    python -m benchmarks.serve [--seconds 20] [--clients 1 8 32] [--only table images]
+
+The clients run in this process (asyncio and httpx) on the same 2 cores as the server, as a user's
+load test on one machine would. Writes benchmarks/RESULTS-serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FLOOR = '''
+import io, sys, torch
+from fastapi import FastAPI, Request, UploadFile
+from PIL import Image
+from dltrain.checkpoint import load_run
+loaded = load_run(sys.argv[1]); model = loaded.model.eval(); columns = loaded.schema.input_columns
+app = FastAPI()
+@app.post("/predict")
+async def predict(request: Request):
+    if request.headers.get("content-type", "").startswith("multipart"):
+        form = await request.form()
+        data = await form["files"].read()
+        x = torch.from_numpy(__import__("numpy").asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype="float32")).permute(2, 0, 1)[None] / 255
+    else:
+        row = await request.json()
+        x = torch.tensor([[float(row[c]) for c in columns]])
+    with torch.no_grad():
+        p = model(x).softmax(1)[0].tolist()
+    return {"prediction": int(max(range(len(p)), key=p.__getitem__)), "probabilities": p}
+if __name__ == "__main__":
+    import uvicorn; uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+'''
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(command: list[str], port: int, cwd: Path) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/predict", content=b"{}", headers={"content-type": "application/json"}, timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{command}: no answer")
+
+
+async def _load(url: str, clients: int, seconds: float, request) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    end = time.perf_counter() + seconds
+
+    async def client(http, n):
+        nonlocal failures
+        i = n
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            answer = await http.post(url, **request(i))
+            latencies.append(time.perf_counter() - start)
+            failures += answer.status_code != 200
+            i += clients
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*(client(http, n) for n in range(clients)))
+        took = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "rps": len(latencies) / took,
+        "p50": 1000 * statistics.median(ordered),
+        "p99": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "failures": failures,
+    }
+
+
+def _workloads(work: Path) -> dict:
+    """A W1-sized MLP on a generated 32-column table, and the small CNN on generated shapes."""
+    rng = np.random.default_rng(0)
+    n, features = 20_000, 32
+    x = rng.normal(size=(n, features)).astype("float32")
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(features)])
+    table["y"] = np.where(x[:, :4].sum(1) > 0, "a", "b")
+    table.to_csv(work / "table.csv", index=False)
+    (work / "table.yaml").write_text(
+        "data: {source: table.csv, target: y, batch_size: 256}\nmodel: {layers: [{Linear: 256}, ReLU, {Linear: 256}, ReLU, {Linear: auto}]}\n"
+        "loss: CrossEntropyLoss\ntrain: {epochs: 1}\n"
+    )
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_shapes.py"), "--out", str(work / "shapes"), "--per-class", "100"], check=True, capture_output=True)
+    shapes = (ROOT / "configs" / "shapes.yaml").read_text().replace("../data/generated/shapes", "shapes")
+    (work / "shapes.yaml").write_text(shapes)
+    for name in ("table", "shapes"):
+        subprocess.run([sys.executable, "-m", "dltrain", "fit", f"{name}.yaml", "train.epochs=1", "--out", f"runs/{name}"], cwd=work, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rows = table.drop(columns="y").head(1000).to_dict(orient="records")
+    images = [p.read_bytes() for p in sorted((work / "shapes").rglob("*.png"))[:200]]
+    return {
+        "table": (work / "runs/table", lambda i: {"json": rows[i % len(rows)]}),
+        "images": (work / "runs/shapes", lambda i: {"files": [("files", ("x.png", images[i % len(images)], "image/png"))]}),
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--only", nargs="+", default=["table", "images"])
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="dltrain-serve-bench-"))
+    lines = ["| model | clients | server | requests/s | p50 ms | p99 ms | vs the floor |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    try:
+        workloads = _workloads(work)
+        (work / "floor.py").write_text(FLOOR)
+        for name in args.only:
+            run, request = workloads[name]
+            servers = {
+                "floor (hand-written FastAPI)": lambda port, run=run: [sys.executable, str(work / "floor.py"), str(run), str(port)],
+                "dltrain serve, batched": lambda port, run=run: [sys.executable, "-m", "dltrain", "serve", str(run), "--port", str(port)],
+                "dltrain serve, one by one": lambda port, run=run: [sys.executable, "-m", "dltrain", "serve", str(run), "--port", str(port), "--batch-wait-ms", "0", "--max-batch", "1"],
+            }
+            for clients in args.clients:
+                floor = None
+                for label, command in servers.items():
+                    port = _port()
+                    process = _start(command(port), port, work)
+                    try:
+                        asyncio.run(_load(f"http://127.0.0.1:{port}/predict", clients, 1.0, request))  # warm
+                        found = asyncio.run(_load(f"http://127.0.0.1:{port}/predict", clients, args.seconds, request))
+                    finally:
+                        process.terminate()
+                        process.wait()
+                    floor = floor or found["rps"]
+                    ratio = found["rps"] / floor
+                    line = f"| {name} | {clients} | {label} | {found['rps']:,.0f} | {found['p50']:.1f} | {found['p99']:.1f} | {ratio:.2f} |"
+                    print(line + (f" ({found['failures']} failed)" if found["failures"] else ""), flush=True)
+                    lines.append(line)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / "RESULTS-serve.md").write_text(f"Measured {time.strftime('%Y-%m-%d')}, {args.seconds:g} s per row (python -m benchmarks.serve)\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
