@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 	$(PY) -m benchmarks.whole
 	$(PY) -m benchmarks.tune
+	$(PY) -m benchmarks.serve
 
 # generated example data (kept out of git)
 data: $(VENV)/.installed

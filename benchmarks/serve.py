@@ -167,7 +167,11 @@ def main(argv: list[str]) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines) + "\n"
-    (ROOT / "benchmarks" / "RESULTS-serve.md").write_text(f"Measured {time.strftime('%Y-%m-%d')}, {args.seconds:g} s per row (python -m benchmarks.serve)\n\n{text}")
+    head = f"Measured {time.strftime('%Y-%m-%d')}, 2 cores, clients and server on the same machine, {args.seconds:g} s per row (python -m benchmarks.serve)"
+    (ROOT / "benchmarks" / "RESULTS-serve.md").write_text(f"{head}\n\n{text}")
+    from benchmarks.common import into_readme
+
+    into_readme(ROOT / "README.md", "serve", f"{head}.\n\n{text}")
     print(text)
 
 
