@@ -77,7 +77,12 @@ class _Batcher:
         while True:
             first = await self.queue.get()
             waiting, rows = [first], len(first[0])
-            deadline = loop.time() + self.settings.wait_ms / 1000
+            while rows < self.settings.max_batch and not self.queue.empty():  # what came while the model ran
+                item = self.queue.get_nowait()
+                waiting.append(item)
+                rows += len(item[0])
+            # a request alone goes at once; when others came with it, more are likely: wait for them a little
+            deadline = loop.time() + (self.settings.wait_ms / 1000 if len(waiting) > 1 else 0)
             while rows < self.settings.max_batch:
                 left = deadline - loop.time()
                 if left <= 0:
