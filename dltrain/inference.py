@@ -194,25 +194,36 @@ def predict(
 
 def run_model(loaded: LoadedRun, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """The model's outputs for encoded rows (predict and serve)."""
-    rows = TensorSplit(x, None, np.arange(len(x))).to(loaded.device)
-    return infer(loaded.model, None, rows.batches(batch_size or max(loaded.recipe.batch_size, 256)), loaded.schema.batch_transform(train=False)).outputs
+    size = batch_size or max(loaded.recipe.batch_size, 256)
+    x = x.to(loaded.device)
+    transform = loaded.schema.batch_transform(train=False)
+    if 0 < len(x) <= size and transform is None:  # one batch as stored (a server's request): the model alone
+        with torch.inference_mode():
+            return loaded.model(x).float()
+    batches = ((x[start : start + size], None) for start in range(0, len(x), size))
+    return infer(loaded.model, None, batches, transform).outputs
 
 
 def decode_outputs(loaded: LoadedRun, table: pd.DataFrame, outputs: torch.Tensor) -> pd.DataFrame:
     """The id (or file) column, `prediction` and each class's `prob_<class>` for the rows of `table`
-    (those encoded, in order) and their outputs: what predict writes and serve answers."""
-    result = pd.DataFrame(index=range(len(table)))
+    (those encoded, in order) and their outputs: what predict writes."""
+    return pd.DataFrame(decoded_columns(loaded, table, outputs), index=range(len(table)))
+
+
+def decoded_columns(loaded: LoadedRun, table: pd.DataFrame | None, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+    """decode_outputs' columns, as arrays by name: what serve answers without building a table
+    (`table` None: rows without an id or file column to echo)."""
+    result: dict[str, np.ndarray] = {}
     media = loaded.schema.media
     for column in (loaded.schema.id, media.column if media is not None else None):
-        if column is not None and column in table.columns and column not in result.columns:
+        if table is not None and column is not None and column in table.columns and column not in result:
             result[column] = table[column].to_numpy()
     task = loaded.task
     if task.is_classification:
-        probs = task.probabilities(outputs).cpu()
-        classes = list(task.classes)
-        result["prediction"] = [classes[i] for i in probs.argmax(1).tolist()]
-        for i, name in enumerate(classes):
-            result[f"prob_{name}"] = probs[:, i].numpy()
+        probs = task.probabilities(outputs).cpu().numpy()
+        result["prediction"] = np.array(task.classes, dtype=object)[probs.argmax(1)]
+        for i, name in enumerate(task.classes):
+            result[f"prob_{name}"] = probs[:, i]
     else:
         result["prediction"] = task.values(outputs).cpu().numpy()
     return result

@@ -93,10 +93,21 @@ def test_the_served_predictions_are_predicts(served, cli, workdir, config):
     assert probabilities and (got[probabilities] - expected[probabilities]).abs().max().max() < 1e-6
     one = httpx.post(f"{server.url}/predict", json=body[0], timeout=30).json()["predictions"]  # one object: one row
     assert len(one) == 1 and one[0]["prediction"] == str(expected["prediction"][0])
+    # missing and infinite numbers: read as predict reads them (the training mean, with a warning)
+    holes = rows.drop(columns=[c for c in ("species", "diagnosis") if c in rows]).head(4).astype(float)
+    first, second = holes.columns[:2]
+    holes.loc[0, first], holes.loc[1, second] = float("nan"), float("inf")
+    holes.to_csv(workdir / "holes.csv", index=False)
+    assert cli("predict", run, workdir / "holes.csv", "-o", workdir / "h.csv").code == 0
+    expected = pd.read_csv(workdir / "h.csv")
+    sent = [{k: (None if v != v else v) for k, v in row.items()} for row in holes.to_dict(orient="records")]
+    answer = httpx.post(f"{server.url}/predict", content=json.dumps(sent), headers={"content-type": "application/json"}, timeout=30).json()
+    assert (pd.DataFrame(answer["predictions"])[probabilities] - expected[probabilities]).abs().max().max() < 1e-6
+    assert any(f"column '{second}': 1 infinite value" in w for w in answer["warnings"]), answer["warnings"]
 
 
 def test_errors_answer_with_their_status_and_message(served):
-    server, _ = served("iris", "--max-body", "2000")
+    server, _ = served("iris", "--max-body", "2000", "--workers", "2")  # the settings reach each worker
     row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
     missing = httpx.post(f"{server.url}/predict", json={"sepal_length": 5.1}, timeout=30)
     assert missing.status_code == 422 and "needs column(s) sepal_width, petal_length, petal_width" in missing.json()["detail"]
@@ -139,12 +150,18 @@ def test_images_are_uploaded_as_files_and_paths_need_allow_paths(tmp_path, cli):
         answer = httpx.post(f"{server.url}/predict", files=upload, timeout=30)
         assert answer.status_code == 200, answer.text
         got = answer.json()["predictions"]
-        assert [g["path"] for g in got] == [f"{n:05d}-{f.name}" for n, f in enumerate(files)]
+        assert [g["path"] for g in got] == [f.name for f in files]  # the names they were sent with
         from dltrain.inference import predict
 
         direct = predict(run, pd.DataFrame({"path": [str(f) for f in files]}))
         assert [g["prediction"] for g in got] == list(direct["prediction"])
         assert max(abs(g[c] - v) for g, (_, r) in zip(got, direct.iterrows()) for c, v in r.items() if c.startswith("prob_")) < 1e-6
+        cached = sorted(Path(os.environ["DLTRAIN_CACHE"]).rglob("*.pt"))
+        assert cached  # training and predict keep decoded images there
+        assert httpx.post(f"{server.url}/predict", files=upload[1:2], timeout=30).status_code == 200
+        assert sorted(Path(os.environ["DLTRAIN_CACHE"]).rglob("*.pt")) == cached  # an upload exists once: never kept in the decoded-file cache
+        broken = httpx.post(f"{server.url}/predict", content=b"--x\r\nnot a form", headers={"content-type": "multipart/form-data; boundary=y"}, timeout=30)
+        assert broken.status_code == 422 and "multipart" in broken.json()["detail"], broken.text
         refused = httpx.post(f"{server.url}/predict", json={"path": str(files[0])}, timeout=30)
         assert refused.status_code == 422 and "--allow-paths" in refused.json()["detail"]
     finally:

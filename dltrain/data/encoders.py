@@ -191,8 +191,7 @@ class NumericEncoder(Encoder):
 
     def numbers(self, series: pd.Series) -> torch.Tensor:
         """The standardized values, (rows,) float32, missing filled with the training mean."""
-        values = _numbers(self.column, series).fillna(self.mean).to_numpy("float64")
-        return torch.from_numpy((values - self.mean) / self.std).float()
+        return torch.from_numpy(standardize(_numbers(self.column, series).to_numpy("float64"), self.mean, self.std)).float()
 
     def transform(self, series: pd.Series) -> torch.Tensor:
         return self.numbers(series).unsqueeze(1)
@@ -206,6 +205,32 @@ class NumericEncoder(Encoder):
     @classmethod
     def from_dict(cls, data: dict) -> NumericEncoder:
         return cls(data["column"], data["mean"], data["std"])
+
+
+def standardize(values: np.ndarray, mean, std) -> np.ndarray:
+    """(values - mean) / std, missing values (NaN) at the training mean (0); `mean` and `std` may be
+    one per column of a (rows, columns) block, which is how a table of numbers is encoded at once."""
+    out = (values - mean) / std
+    return np.where(np.isnan(out), 0.0, out)
+
+
+def numeric_block(encoders: list[NumericEncoder], values: np.ndarray, means: np.ndarray | None = None, stds: np.ndarray | None = None) -> np.ndarray:
+    """Numeric columns already held as numbers, encoded together: (rows, columns) float64, as each
+    encoder's `numbers` would give them one by one (infinite values missing, with the same warning).
+    `means` and `stds`: the encoders' own, when the caller holds them as arrays already."""
+    infinite = np.isinf(values)
+    if infinite.any():
+        for j in np.flatnonzero(infinite.any(0)):
+            _warn_infinite(encoders[j].column, int(infinite[:, j].sum()))
+        values = np.where(infinite, np.nan, values)
+    if means is None or stds is None:
+        means = np.array([e.mean for e in encoders], dtype="float64")
+        stds = np.array([e.std for e in encoders], dtype="float64")
+    return standardize(values, means, stds)
+
+
+def _warn_infinite(column: str, count: int) -> None:
+    warn(f"column '{column}': {count} infinite value(s) are read as missing values, filled with the training mean", key=(column, "infinite"))
 
 
 def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series:
@@ -237,7 +262,7 @@ def _numbers(column: str, series: pd.Series, fitting: bool = False) -> pd.Series
                 f"column '{column}' holds {int(infinite.sum())} value(s) that are infinite or too large for a float "
                 f"(the first in data row {_row(series, mask)}: {series[mask].iloc[0]}); give finite numbers, or leave the cells empty"
             )
-        warn(f"column '{column}': {int(infinite.sum())} infinite value(s) are read as missing values, filled with the training mean", key=(column, "infinite"))
+        _warn_infinite(column, int(infinite.sum()))
         values = values.mask(mask)
     return values
 

@@ -1,29 +1,36 @@
 """`dltrain serve`: a run behind an HTTP API (FastAPI and uvicorn, the `serve` extra).
 
 The checkpoint is loaded once, before the server listens (a bad one is an exit 2). Requests are
-encoded and decoded by the functions `dltrain predict` uses (`schema.encode_inputs`,
-`inference.run_model`, `inference.decode_outputs`), one request at a time on one thread; the model
-runs on the rows of every request that arrived within `wait_ms` of the first, together (at most
-`max_batch` rows), so throughput grows with the clients.
+encoded and decoded by the functions `dltrain predict` uses (`schema.encode_inputs`, or for rows of
+numbers `schema.encode_numbers`, the same block encoding without building a table;
+`inference.run_model`; `inference.decoded_columns`). A request alone goes through the model at
+once; requests that come together share it (those that arrive within `wait_ms`, at most
+`max_batch` rows), so throughput grows with the clients. Work measured under a millisecond runs on
+the event loop; longer work (large batches, large files) on its own thread, while the loop takes
+further requests. POST /predict goes around FastAPI's layers (`_Front`); the rest goes through it.
 """
 
 
 import asyncio
+import functools
 import json
-import math
+import os
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from dltrain.errors import DataError, DltrainError, UsageError, first_line
 
 MAX_BODY = 10 * 1024 * 1024
+INLINE_S = 0.001  # a model call measured quicker than this runs on the event loop, not on the model thread
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Settings:
     queue: int = 1024  # requests waiting at most; more answer 503
     allow_paths: Path | None = None  # JSON rows may name files under this folder (never by default)
     batching: bool = True
+    threads: int | None = 1  # torch's threads per server process (None: torch's default, one per core)
 
 
 def _fastapi():
@@ -45,11 +53,39 @@ def _fastapi():
     return fastapi
 
 
+class _Placed:
+    """Work that runs where it costs least: on the event loop when it was measured quicker than
+    INLINE_S for as much input (a hop to a thread and back costs a few tenths of a millisecond, and
+    several threads in torch slow each other down), else on its own thread, so that the loop goes
+    on taking requests while it runs. The first call of each size goes to the thread and is timed."""
+
+    def __init__(self, thread: ThreadPoolExecutor):
+        self.thread = thread
+        self.inline = 0  # work on at most so much input was measured under INLINE_S
+
+    async def __call__(self, size: int, work, *args):
+        if size <= self.inline:
+            out, took = _timed(work, *args)
+        else:
+            out, took = await asyncio.get_running_loop().run_in_executor(self.thread, _timed, work, *args)
+        self.inline = max(self.inline, size) if took < INLINE_S else min(self.inline, size - 1)
+        return out
+
+
+def _timed(work, *args):
+    began = time.perf_counter()
+    out = work(*args)
+    return out, time.perf_counter() - began
+
+
 class _Batcher:
     """Encoded requests in, outputs back: the model runs once for all that arrive together."""
 
     def __init__(self, loaded, settings: Settings, model_thread: ThreadPoolExecutor):
-        self.loaded, self.settings, self.thread = loaded, settings, model_thread
+        self.loaded, self.settings = loaded, settings
+        self.place = _Placed(model_thread)
+        self.busy = False  # a batch is in the model
+        self.requests = 0  # requests being answered: with others, a request goes through the queue to share the model
         self.queue: asyncio.Queue | None = None
         self.task = None
 
@@ -58,21 +94,23 @@ class _Batcher:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        from dltrain.inference import run_model
-
-        loop = asyncio.get_running_loop()
         if not self.settings.batching:
-            return await loop.run_in_executor(self.thread, run_model, self.loaded, x)
-        future = loop.create_future()
+            return await self.place(len(x), self._model, x)
+        if self.requests == 1 and not self.busy and len(x) <= self.place.inline:
+            return await self.place(len(x), self._model, x)  # alone and quick: at once, on the loop (nothing runs meanwhile)
+        future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait((x, future))
         except asyncio.QueueFull:
             raise _Busy() from None
         return await future
 
-    async def _run(self) -> None:
+    def _model(self, x: torch.Tensor) -> torch.Tensor:
         from dltrain.inference import run_model
 
+        return run_model(self.loaded, x)
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             first = await self.queue.get()
@@ -94,8 +132,9 @@ class _Batcher:
                 waiting.append(item)
                 rows += len(item[0])
             try:
+                self.busy = True
                 x = torch.cat([item[0] for item in waiting]) if len(waiting) > 1 else waiting[0][0]
-                out = await loop.run_in_executor(self.thread, run_model, self.loaded, x)
+                out = await self.place(rows, self._model, x)
                 start = 0
                 for item, future in waiting:
                     if not future.done():
@@ -105,6 +144,8 @@ class _Batcher:
                 for _, future in waiting:
                     if not future.done():
                         future.set_exception(error)
+            finally:
+                self.busy = False
 
 
 class _Busy(Exception):
@@ -152,18 +193,21 @@ def make_app(run: str | Path, settings: Settings | None = None):
     """The FastAPI application of a run (loaded now: a bad checkpoint raises before anything listens)."""
     fastapi = _fastapi()
     from fastapi import Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     from dltrain.checkpoint import load_run
-    from dltrain.console import collecting
-    from dltrain.inference import decode_outputs
+    from dltrain.console import collecting, without_notes
+    from dltrain.inference import decoded_columns
 
     settings = settings or Settings()
     loaded = load_run(run)
     loaded.model.eval()
-    encode_thread = ThreadPoolExecutor(1, thread_name_prefix="dltrain-encode")  # console.collecting is one thread's
+    if settings.threads:  # requests are small: one thread each, and more processes (--workers) for more cores
+        torch.set_num_threads(settings.threads)
+    encoding = _Placed(ThreadPoolExecutor(1, thread_name_prefix="dltrain-encode"))  # one at a time: console.collecting is global
     model_thread = ThreadPoolExecutor(1, thread_name_prefix="dltrain-model")
     batcher = _Batcher(loaded, settings, model_thread)
+    upload_folder = tempfile.TemporaryDirectory(prefix="dltrain-serve-")  # uploads live here while their request is answered
     files = loaded.schema.files
     lock = threading.Lock()
 
@@ -171,6 +215,7 @@ def make_app(run: str | Path, settings: Settings | None = None):
         batcher.start()
         yield
         batcher.task.cancel()
+        upload_folder.cleanup()
 
     app = fastapi.FastAPI(title=f"dltrain: {loaded.run_dir.name}", description="Predictions of a dltrain run: POST rows to /predict.", lifespan=lifespan)
 
@@ -189,17 +234,25 @@ def make_app(run: str | Path, settings: Settings | None = None):
     async def _metadata() -> dict:
         return metadata(loaded)
 
-    def encode(table: pd.DataFrame, label: str):
-        with lock, collecting() as said:
-            x, readable = loaded.schema.encode_inputs(table, label, new=True)
+    def encode(table: pd.DataFrame, label: str, uploaded: bool = False):
+        with lock, collecting() as said, without_notes():  # a request's notes ("1 decoded") would flood the log
+            x, readable = loaded.schema.encode_inputs(table, label, new=True, cache=False if uploaded else None)
         return x, readable, list(dict.fromkeys(said))
+
+    def encode_numbers(names: list[str], values: np.ndarray, label: str):
+        with lock, collecting() as said:
+            x = loaded.schema.encode_numbers(names, values, label)
+        return x, list(dict.fromkeys(said))
+
+    def answer(content: dict) -> Response:
+        return Response(json.dumps(content, allow_nan=False), media_type="application/json")
 
     @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _request_schema(loaded)}, "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
     async def predict(request: Request):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body:
             return problem(413, f"the request has {int(declared):,} bytes; this server takes at most {settings.max_body:,} (--max-body)")
-        body = bytearray()
+        body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > settings.max_body:
@@ -210,37 +263,44 @@ def make_app(run: str | Path, settings: Settings | None = None):
             if kind.startswith("multipart/form-data"):
                 if files is None:
                     return problem(422, f"this model takes table rows as JSON (columns {', '.join(loaded.schema.input_columns)}), not files")
-                folder = tempfile.TemporaryDirectory(prefix="dltrain-serve-")
-                table = await _uploads(request, bytes(body), kind, Path(folder.name), files.column)
-                if table is None:
+                folder = []  # the files saved for this request, removed when it is answered
+                uploaded = await _uploads(request, body, kind, Path(upload_folder.name), files.column, folder)
+                if uploaded is None:
                     return problem(422, "a multipart request needs one or more files (the form field 'files')")
+                table, sent_names = uploaded
                 label = "the uploaded files"
             else:
                 try:
-                    value = json.loads(bytes(body) or b"null")
+                    value = json.loads(body or b"null")
                 except ValueError as error:
                     return problem(422, f"the body is not JSON: {error}")
                 rows = [value] if isinstance(value, dict) else value
                 if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
                     return problem(422, f"send a row as a JSON object with the columns {', '.join(loaded.schema.input_columns)}, or a list of them")
-                table = pd.DataFrame(rows)
-                if files is not None:
-                    refused = _paths_refused(table, files.column, settings.allow_paths)
-                    if refused:
-                        return problem(422, refused)
                 label = "the request"
-            loop = asyncio.get_running_loop()
-            x, readable, warnings = await loop.run_in_executor(encode_thread, encode, table, label)
+                numbers = _number_rows(rows, loaded.schema.id) if files is None else None
+                x = None
+                if numbers is not None:  # rows of numbers for a model of numbers: no table is built
+                    x, warnings = await encoding(len(rows), encode_numbers, *numbers, label)
+                    table, readable = None, np.ones(len(rows), dtype=bool)
+                if x is None:
+                    table = pd.DataFrame(numbers[1], columns=_index(tuple(numbers[0]))) if numbers is not None else pd.DataFrame(rows)
+                    if files is not None:
+                        refused = _paths_refused(table, files.column, settings.allow_paths)
+                        if refused:
+                            return problem(422, refused)
+            if table is not None:  # rows are measured by their count; uploads by their bytes (a large photo decodes slowly)
+                x, readable, warnings = await encoding(len(body) if folder is not None else len(table), encode, table, label, folder is not None)
             if not readable.any():
                 return problem(422, "no row of the request could be read: " + "; ".join(warnings or ["unreadable files"]))
             outputs = await batcher.outputs(x)
-            result = decode_outputs(loaded, table[readable].reset_index(drop=True), outputs)
-            if folder is not None and files is not None:
-                result[files.column] = table[files.column].map(lambda p: Path(p).name)[readable].to_numpy()
-            answer = {"predictions": _records(result), "warnings": warnings}
+            columns = decoded_columns(loaded, table[readable] if table is not None and not readable.all() else table, outputs)
+            if folder is not None and files is not None:  # the names the files were sent with, not the saved ones
+                columns[files.column] = np.array(sent_names, dtype=object)[readable]
+            content = {"predictions": _records(columns), "warnings": warnings}
             if not readable.all():
-                answer["skipped"] = [int(i) for i in (~readable).nonzero()[0]]
-            return answer
+                content["skipped"] = [int(i) for i in (~readable).nonzero()[0]]
+            return answer(content)
         except _Busy:
             return problem(503, f"the server has {settings.queue} requests waiting; try again")
         except DataError as error:
@@ -248,29 +308,84 @@ def make_app(run: str | Path, settings: Settings | None = None):
         except DltrainError as error:
             return problem(422, str(error))
         finally:
-            if folder is not None:
-                folder.cleanup()
+            for saved in folder or ():
+                Path(saved).unlink(missing_ok=True)
 
-    return app
+    async def straight(scope, receive, send):
+        batcher.requests += 1
+        try:
+            response = await predict(Request(scope, receive))
+        except Exception as error:  # never a traceback to the client
+            response = problem(500, f"the server could not answer: {type(error).__name__}: {first_line(error)}")
+        finally:
+            batcher.requests -= 1
+        await response(scope, receive, send)
+
+    return _Front(app, straight)
 
 
-async def _uploads(request, body: bytes, kind: str, folder: Path, column: str) -> pd.DataFrame | None:
-    """The files of a multipart body, saved under `folder` with their own names."""
+class _Front:
+    """The server as uvicorn sees it: POST /predict goes straight to its handler, which answers
+    every error itself, and the rest (/docs, /metadata, /health, the start and the stop) through
+    FastAPI. FastAPI's layers (routing, middleware, dependencies) cost a request as much as the
+    model of a table does; the route stays declared there for the OpenAPI page."""
+
+    def __init__(self, app, predict):
+        self.app, self.predict = app, predict
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+            await self.predict(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _uploads(request, body: bytes, kind: str, folder: Path, column: str, saved: list[str]) -> tuple[pd.DataFrame, list[str]] | None:
+    """The files of a multipart body saved under `folder` (their paths added to `saved` as they
+    are written), as a table of one column, and the names they were sent with."""
     from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartParser
+    from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def stream():
         yield body
 
-    form = await MultiPartParser(request.headers, stream()).parse()
-    paths = []
+    try:
+        form = await MultiPartParser(request.headers, stream()).parse()
+    except MultiPartException as error:
+        raise DataError(f"the multipart body cannot be read ({error}); send the files as form field 'files'") from None
+    names = []
+    request_id = uuid.uuid4().hex  # requests at once, and two files of one name, never meet
     for n, (_, value) in enumerate(form.multi_items()):
         if isinstance(value, UploadFile):
             name = Path(value.filename or f"file{n}").name
-            target = folder / f"{n:05d}-{name}"
+            target = folder / f"{request_id}-{n:05d}-{name}"
+            saved.append(str(target))
             target.write_bytes(await value.read())
-            paths.append(str(target))
-    return pd.DataFrame({column: paths}) if paths else None
+            names.append(name)
+    if not saved:
+        return None
+    return pd.DataFrame(np.array(saved, dtype=object)[:, None], columns=_index((column,))), names
+
+
+_EXACT = 2**53  # integers beyond are not exact as floats
+
+
+@functools.lru_cache(64)
+def _index(columns: tuple[str, ...]) -> pd.Index:
+    return pd.Index(columns, dtype=object)  # clients send the same columns again and again: built once
+
+
+def _number_rows(rows: list[dict], id_column: str | None) -> tuple[list[str], np.ndarray] | None:
+    """JSON rows of numbers alone (the common case of a served table model): their columns and one
+    float64 array of them (null and absent: NaN, missing), read as pandas reads the same rows.
+    None for anything else (text, booleans, the id column, which is echoed as sent)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if id_column in columns:
+        return None
+    matrix = [[row.get(c) for c in columns] for row in rows]
+    if all(v is None or type(v) is float or (type(v) is int and -_EXACT < v < _EXACT) for line in matrix for v in line):
+        return columns, np.array(matrix, dtype="float64")
+    return None
 
 
 def _paths_refused(table: pd.DataFrame, column: str, allowed: Path | None) -> str | None:
@@ -286,27 +401,48 @@ def _paths_refused(table: pd.DataFrame, column: str, allowed: Path | None) -> st
     return None
 
 
-def _records(result: pd.DataFrame) -> list[dict]:
-    records = result.to_dict(orient="records")
-    for record in records:
-        for key, value in record.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                record[key] = None
-            elif hasattr(value, "item"):
-                record[key] = value.item()
-    return records
+def _records(columns: dict[str, np.ndarray]) -> list[dict]:
+    """Rows of JSON values from decoded columns: numbers as floats (NaN and infinities as null)."""
+    lists = []
+    for values in columns.values():
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            values = values.tolist() if finite.all() else [v if ok else None for v, ok in zip(values.tolist(), finite)]
+        else:
+            values = [v.item() if hasattr(v, "item") else v for v in values.tolist()]
+        lists.append(values)
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*lists)]
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: Settings | None = None) -> None:
-    """Load the run, then listen until stopped (Ctrl-C)."""
+    """Load the run, then listen until stopped (Ctrl-C). With `workers` > 1, so many processes each
+    load the run and take requests from the same port (uvicorn's workers)."""
+    settings = settings or Settings()
     app = make_app(run, settings)  # before listening: a bad checkpoint is an exit 2 here
     import uvicorn
 
-    if workers != 1:
-        raise UsageError("--workers: one process per server for now; start several servers on other ports behind a proxy")
     from dltrain.console import note
 
-    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs); Ctrl-C stops")
+    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs){f' in {workers} processes' if workers > 1 else ''}; Ctrl-C stops")
     started = time.monotonic()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    else:  # each worker builds its own app from the environment (uvicorn starts them by import string)
+        del app
+        fields = {**asdict(settings), "allow_paths": str(settings.allow_paths) if settings.allow_paths else None}
+        os.environ[_WORKER_ENV] = json.dumps({"run": str(Path(run).resolve()), "settings": fields})
+        uvicorn.run("dltrain.tools.serve:_worker_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
     note(f"stopped after {time.monotonic() - started:.0f} s")
+
+
+_WORKER_ENV = "DLTRAIN_SERVE_WORKER"
+
+
+def _worker_app():
+    """The app of one of `serve`'s worker processes."""
+    spec = json.loads(os.environ[_WORKER_ENV])
+    fields = spec["settings"]
+    fields["allow_paths"] = Path(fields["allow_paths"]) if fields["allow_paths"] else None
+    return make_app(spec["run"], Settings(**fields))

@@ -498,7 +498,7 @@ def infer(forward, loss_fn, batches, transform: Callable | None = None, autocast
     return Seen(
         total if total is not None else torch.zeros((), device=device),
         rows,
-        torch.cat(outputs) if outputs else torch.zeros((0, 1), device=device),
+        (torch.cat(outputs) if len(outputs) > 1 else outputs[0]) if outputs else torch.zeros((0, 1), device=device),
         torch.cat(targets) if targets else None,
     )
 
