@@ -197,9 +197,9 @@ def run_model(loaded: LoadedRun, x: torch.Tensor, batch_size: int | None = None)
     size = batch_size or max(loaded.recipe.batch_size, 256)
     x = x.to(loaded.device)
     transform = loaded.schema.batch_transform(train=False)
-    if 0 < len(x) <= size and transform is None:  # one batch as stored (a server's request): the model alone
+    if 0 < len(x) <= size:  # one batch (a server's request): the model alone, as infer runs it
         with torch.inference_mode():
-            return loaded.model(x).float()
+            return loaded.model(x if transform is None else transform(x)).float()
     batches = ((x[start : start + size], None) for start in range(0, len(x), size))
     return infer(loaded.model, None, batches, transform).outputs
 

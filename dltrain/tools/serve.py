@@ -294,9 +294,10 @@ def make_app(run: str | Path, settings: Settings | None = None):
             if not readable.any():
                 return problem(422, "no row of the request could be read: " + "; ".join(warnings or ["unreadable files"]))
             outputs = await batcher.outputs(x)
-            columns = decoded_columns(loaded, table[readable] if table is not None and not readable.all() else table, outputs)
-            if folder is not None and files is not None:  # the names the files were sent with, not the saved ones
-                columns[files.column] = np.array(sent_names, dtype=object)[readable]
+            if folder is not None:  # uploads: the names the files were sent with, not the saved ones
+                columns = {files.column: np.array(sent_names, dtype=object)[readable], **decoded_columns(loaded, None, outputs)}
+            else:
+                columns = decoded_columns(loaded, table[readable] if table is not None and not readable.all() else table, outputs)
             content = {"predictions": _records(columns), "warnings": warnings}
             if not readable.all():
                 content["skipped"] = [int(i) for i in (~readable).nonzero()[0]]
