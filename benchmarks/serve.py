@@ -124,15 +124,16 @@ async def _load(port: int, clients: int, seconds: float, requests: list[bytes]) 
 
 
 def _workloads(work: Path) -> dict:
-    """A W1-sized MLP on a generated 32-column table, and the small CNN on generated shapes."""
+    """W1's MLP (32 inputs, 128, 128, 4 classes: benchmarks/RESULTS.md) on a generated table, and
+    the small CNN on generated shapes."""
     rng = np.random.default_rng(0)
     n, features = 20_000, 32
     x = rng.normal(size=(n, features)).astype("float32")
     table = pd.DataFrame(x, columns=[f"x{i}" for i in range(features)])
-    table["y"] = np.where(x[:, :4].sum(1) > 0, "a", "b")
+    table["y"] = np.array(["a", "b", "c", "d"])[np.digitize(x[:, :4].sum(1), [-1.35, 0, 1.35])]  # four classes, as W1
     table.to_csv(work / "table.csv", index=False)
     (work / "table.yaml").write_text(
-        "data: {source: table.csv, target: y, batch_size: 256}\nmodel: {layers: [{Linear: 256}, ReLU, {Linear: 256}, ReLU, {Linear: auto}]}\n"
+        "data: {source: table.csv, target: y, batch_size: 256}\nmodel: {layers: [{Linear: 128}, ReLU, {Linear: 128}, ReLU, {Linear: auto}]}\n"
         "loss: CrossEntropyLoss\ntrain: {epochs: 1}\n"
     )
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_shapes.py"), "--out", str(work / "shapes"), "--per-class", "100"], check=True, capture_output=True)
