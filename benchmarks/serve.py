@@ -3,11 +3,13 @@ files), for a while each; requests per second, p50 and p99 latency, with batchin
 against a minimal hand-written FastAPI endpoint around the same model (the floor: JSON to a tensor,
 the model, softmax; no encoders, no checks).
 
-    python -m benchmarks.serve [--seconds 20] [--clients 1 8 32] [--only table images]
+    python -m benchmarks.serve [--seconds 20] [--rounds 4] [--clients 1 8 32] [--only table images] [--dry]
 
 The clients run in this process on the same 2 cores as the server, as a user's load test on one
 machine would: keep-alive connections sending prepared requests (like wrk), cheap enough that the
-servers are measured rather than the client. Writes benchmarks/RESULTS-serve.md.
+servers are measured rather than the client. The three servers of a row run side by side, idle
+but one, and take turns (`--rounds`), so that a slower spell of the machine falls on all three.
+Writes benchmarks/RESULTS-serve.md and the README's table (not with --dry).
 """
 
 from __future__ import annotations
@@ -113,14 +115,29 @@ async def _load(port: int, clients: int, seconds: float, requests: list[bytes]) 
 
     began = time.perf_counter()
     await asyncio.gather(*(client(n) for n in range(clients)))
-    took = time.perf_counter() - began
-    ordered = sorted(latencies)
+    return {"latencies": latencies, "seconds": time.perf_counter() - began, "failures": failures}
+
+
+def _figures(rounds: list[dict]) -> dict:
+    """Requests per second, p50 and p99 latency in ms over the rounds of one server."""
+    ordered = sorted(t for r in rounds for t in r["latencies"])
     return {
-        "rps": len(latencies) / took,
+        "rps": len(ordered) / sum(r["seconds"] for r in rounds),
         "p50": 1000 * statistics.median(ordered),
         "p99": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "failures": failures,
+        "failures": sum(r["failures"] for r in rounds),
     }
+
+
+def _batches(port: int) -> tuple[int, int] | None:
+    """dltrain serve's count of batches and of the requests in them (None for the floor)."""
+    import httpx
+
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+        return health["batches"], health["requests_batched"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
 
 
 def _workloads(work: Path) -> dict:
@@ -154,9 +171,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--only", nargs="+", default=["table", "images"])
+    parser.add_argument("--rounds", type=int, default=4, help="each server's seconds are measured in so many turns")
+    parser.add_argument("--dry", action="store_true", help="print the table; write neither RESULTS-serve.md nor the README")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="dltrain-serve-bench-"))
-    lines = ["| model | clients | server | requests/s | p50 ms | p99 ms | vs the floor |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | clients | server | requests/s | p50 ms | p99 ms | requests per batch | vs the floor |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     try:
         workloads = _workloads(work)
         (work / "floor.py").write_text(FLOOR)
@@ -168,31 +187,47 @@ def main(argv: list[str]) -> None:
                 "dltrain serve, one by one": lambda port, run=run: [sys.executable, "-m", "dltrain", "serve", str(run), "--port", str(port), "--batch-wait-ms", "0", "--max-batch", "1"],
             }
             for clients in args.clients:
-                floor = None
-                for label, command in servers.items():
-                    port = _port()
-                    process = _start(command(port), port, work)
-                    try:
-                        requests = [_request_bytes(port, request(i)) for i in range(200)]
-                        asyncio.run(_load(port, clients, 1.0, requests))  # warm
-                        found = asyncio.run(_load(port, clients, args.seconds, requests))
-                    finally:
+                started = {}
+                try:
+                    for label, command in servers.items():
+                        port = _port()
+                        started[label] = (port, _start(command(port), port, work))
+                    prepared = {label: [_request_bytes(port, request(i)) for i in range(200)] for label, (port, _) in started.items()}
+                    rounds = {label: [] for label in started}
+                    batches = {label: [] for label in started}
+                    for label, (port, _) in started.items():
+                        asyncio.run(_load(port, clients, 1.0, prepared[label]))  # warm
+                    for _ in range(args.rounds):  # in turns, so that the machine's drift falls on every server alike
+                        for label, (port, _) in started.items():
+                            before = _batches(port)
+                            rounds[label].append(asyncio.run(_load(port, clients, args.seconds / args.rounds, prepared[label])))
+                            after = _batches(port)
+                            if before and after:
+                                batches[label].append((after[0] - before[0], after[1] - before[1]))
+                finally:
+                    for _, process in started.values():
                         process.terminate()
                         process.wait()
+                floor = None
+                for label in started:
+                    found = _figures(rounds[label])
                     floor = floor or found["rps"]
-                    ratio = found["rps"] / floor
-                    line = f"| {name} | {clients} | {label} | {found['rps']:,.0f} | {found['p50']:.1f} | {found['p99']:.1f} | {ratio:.2f} |"
+                    ran = sum(b for b, _ in batches[label])
+                    per_batch = f"{sum(r for _, r in batches[label]) / ran:.1f}" if ran else "-"
+                    line = f"| {name} | {clients} | {label} | {found['rps']:,.0f} | {found['p50']:.1f} | {found['p99']:.1f} | {per_batch} | {found['rps'] / floor:.2f} |"
                     print(line + (f" ({found['failures']} failed)" if found["failures"] else ""), flush=True)
                     lines.append(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines) + "\n"
-    head = f"Measured {time.strftime('%Y-%m-%d')}, 2 cores, clients and server on the same machine, {args.seconds:g} s per row (python -m benchmarks.serve)"
+    head = f"Measured {time.strftime('%Y-%m-%d')}, 2 cores, clients and servers on the same machine, {args.seconds:g} s per row in {args.rounds} turns (python -m benchmarks.serve)"
+    print(text)
+    if args.dry:
+        return
     (ROOT / "benchmarks" / "RESULTS-serve.md").write_text(f"{head}\n\n{text}")
     from benchmarks.common import into_readme
 
     into_readme(ROOT / "README.md", "serve", f"{head}.\n\n{text}")
-    print(text)
 
 
 if __name__ == "__main__":

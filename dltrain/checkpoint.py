@@ -16,6 +16,7 @@ moved, copied to another machine, or outlive its training data.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from dataclasses import dataclass
@@ -208,6 +209,12 @@ class LoadedRun:
     @property
     def schema(self) -> DataSchema:
         return self.recipe.schema
+
+    @functools.cached_property
+    def transform(self):
+        """What turns stored inputs into the model's input for inference (None: as stored); built
+        once, since a server applies it to every batch."""
+        return self.schema.batch_transform(train=False)
 
 
 def load_run(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedRun:

@@ -279,10 +279,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The port.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes, each with the model loaded (more cores, more requests at once).")] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads per process (0: one per core).")] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads per process (0: torch's default, the cores, shared out between --workers).")] = 0,
     allow_paths: Annotated[Optional[Path], typer.Option("--allow-paths", help="JSON rows may name files under this folder.", metavar="DIR")] = None,
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="The largest request in bytes.")] = 10 * 1024 * 1024,
-    wait_ms: Annotated[float, typer.Option("--batch-wait-ms", min=0, help="How long a request waits for others to share the model with.")] = 2.0,
+    wait_ms: Annotated[float, typer.Option("--batch-wait-ms", min=0, help="How long a batch that is not full may wait for more requests (0: requests ready together, or that came while the model ran, share it; nothing waits).")] = 0.0,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The most rows through the model at once.")] = 256,
 ) -> None:
     """Serve a run over HTTP: POST rows (or files) to /predict; GET /metadata, /health, /docs."""
@@ -295,7 +295,7 @@ def serve(
             from dltrain.errors import UsageError
 
             raise UsageError(f"--allow-paths {allow_paths}: not a folder")
-        run_serve(run, host, port, workers, Settings(max_body=max_body, wait_ms=wait_ms, max_batch=max_batch, allow_paths=allow_paths, batching=wait_ms > 0 or max_batch > 1, threads=threads or None))
+        run_serve(run, host, port, workers, Settings(max_body=max_body, wait_ms=wait_ms, max_batch=max_batch, allow_paths=allow_paths, batching=max_batch > 1, threads=threads or None))
 
     _run(action, heavy="dltrain.inference")
 

@@ -77,7 +77,7 @@ def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | N
         loaded.model,
         loaded.loss_fn,
         rows.to(loaded.device).batches(batch_size or loaded.recipe.batch_size),
-        loaded.schema.batch_transform(train=False),
+        loaded.transform,
     )
     outcome = metric_registry.Outcome(loaded.task, seen.outputs, seen.targets, name)
     names = loaded.recipe.metrics or metric_registry.DEFAULTS[loaded.task.target_type]
@@ -196,7 +196,7 @@ def run_model(loaded: LoadedRun, x: torch.Tensor, batch_size: int | None = None)
     """The model's outputs for encoded rows (predict and serve)."""
     size = batch_size or max(loaded.recipe.batch_size, 256)
     x = x.to(loaded.device)
-    transform = loaded.schema.batch_transform(train=False)
+    transform = loaded.transform
     if 0 < len(x) <= size:  # one batch (a server's request): the model alone, as infer runs it
         with torch.inference_mode():
             return loaded.model(x if transform is None else transform(x)).float()
@@ -211,13 +211,24 @@ def decode_outputs(loaded: LoadedRun, table: pd.DataFrame, outputs: torch.Tensor
 
 
 def decoded_columns(loaded: LoadedRun, table: pd.DataFrame | None, outputs: torch.Tensor) -> dict[str, np.ndarray]:
-    """decode_outputs' columns, as arrays by name: what serve answers without building a table
-    (`table` None: rows without an id or file column to echo)."""
+    """decode_outputs' columns, as arrays by name: the rows' echoed columns, then the outputs'."""
+    return {**echoed_columns(loaded, table), **output_columns(loaded, outputs)}
+
+
+def echoed_columns(loaded: LoadedRun, table: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """The columns of the rows that an answer repeats to name them: the id column, the files' paths."""
     result: dict[str, np.ndarray] = {}
     media = loaded.schema.media
     for column in (loaded.schema.id, media.column if media is not None else None):
         if table is not None and column is not None and column in table.columns and column not in result:
             result[column] = table[column].to_numpy()
+    return result
+
+
+def output_columns(loaded: LoadedRun, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+    """`prediction` and, for classes, each class's `prob_<class>`, from the model's outputs (a
+    server decodes a batch of requests at once and gives each request its rows)."""
+    result: dict[str, np.ndarray] = {}
     task = loaded.task
     if task.is_classification:
         probs = task.probabilities(outputs).cpu().numpy()

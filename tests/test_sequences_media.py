@@ -162,3 +162,25 @@ def test_wav_reader_widths(tmp_path):
         samples, rate = read_wav(str(path))
         assert rate == 8000 and len(samples) == 800
         assert np.allclose(samples, signal, atol=0.02), width
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+def test_sent_files_decode_as_stored_ones(tmp_path, kind):
+    """A server's uploads are decoded from memory by the decoder that reads stored files."""
+    if kind == "audio":
+        from dltrain.data.audio import AudioEncoder as Encoder
+
+        generate("make_audio.py", "--out", tmp_path / "data", "--per-class", 2)
+        options = {"sample_rate": 8000}
+    else:
+        pytest.importorskip("av")
+        from dltrain.data.video import VideoEncoder as Encoder
+
+        generate("make_video.py", "--out", tmp_path / "data", "--per-class", 2, "--format", "mp4")
+        options = {"frames": 4, "size": [16, 16]}
+    paths = sorted(str(p) for p in (tmp_path / "data").rglob("*") if p.is_file())
+    encoder = Encoder.fit("path", pd.Series(paths), options, use_cache=False)
+    stored, kept = encoder.encode(pd.Series(paths), use_cache=False)
+    sent, sent_kept = encoder.encode_sent([(p.rsplit("/", 1)[-1], open(p, "rb").read()) for p in paths] + [("junk.bin", b"junk")], on_error="skip")
+    assert kept.all() and list(sent_kept) == [True] * len(paths) + [False]
+    assert sent.shape == stored.shape and (sent == stored).all()

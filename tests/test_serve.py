@@ -122,6 +122,22 @@ def test_errors_answer_with_their_status_and_message(served):
     assert httpx.get(f"{server.url}/health", timeout=5).json()["status"] == "ok"  # still serving
 
 
+def test_requests_that_come_together_share_the_model_and_get_their_own_answers(served, workdir):
+    server, run = served("iris", "--batch-wait-ms", "500")  # a batch waits up to half a second for more
+    rows = json.loads(_test_rows(run).drop(columns="species").head(6).to_json(orient="records"))
+    alone = [httpx.post(f"{server.url}/predict", json=row, timeout=30).json()["predictions"][0] for row in rows]
+    before = httpx.get(f"{server.url}/health", timeout=5).json()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(rows)) as pool:
+        together = list(pool.map(lambda row: httpx.post(f"{server.url}/predict", json=row, timeout=30).json()["predictions"][0], rows))
+    after = httpx.get(f"{server.url}/health", timeout=5).json()
+    assert after["requests_batched"] - before["requests_batched"] == len(rows)
+    assert after["batches"] - before["batches"] <= 3  # six requests in one batch or a few, not six
+    assert [a["prediction"] for a in alone] == [t["prediction"] for t in together]  # each its own rows
+    assert max(abs(a[k] - t[k]) for a, t in zip(alone, together) for k in a if k.startswith("prob_")) < 1e-6
+
+
 def test_metadata_and_the_request_schema(served, cli):
     server, run = served("penguins")
     assert cli("evaluate", run).code == 0
@@ -162,6 +178,8 @@ def test_images_are_uploaded_as_files_and_paths_need_allow_paths(tmp_path, cli):
         assert sorted(Path(os.environ["DLTRAIN_CACHE"]).rglob("*.pt")) == cached  # an upload exists once: never kept in the decoded-file cache
         broken = httpx.post(f"{server.url}/predict", content=b"--x\r\nnot a form", headers={"content-type": "multipart/form-data; boundary=y"}, timeout=30)
         assert broken.status_code == 422 and "multipart" in broken.json()["detail"], broken.text
+        unreadable = httpx.post(f"{server.url}/predict", files=[upload[0], ("files", ("notes.png", b"not an image", "image/png"))], timeout=30)
+        assert unreadable.status_code == 422 and "notes.png" in unreadable.json()["detail"], unreadable.text
         refused = httpx.post(f"{server.url}/predict", json={"path": str(files[0])}, timeout=30)
         assert refused.status_code == 422 and "--allow-paths" in refused.json()["detail"]
     finally:

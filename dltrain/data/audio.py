@@ -13,7 +13,7 @@ import wave
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ def _why(error: Exception) -> str:
     return text
 
 
-def read_wav(path: str) -> tuple[np.ndarray, int]:
+def read_wav(path: str | BinaryIO) -> tuple[np.ndarray, int]:
     """Mono samples in [-1, 1] and the sample rate."""
     with wave.open(path, "rb") as file:
         channels, width, rate, count = file.getnchannels(), file.getsampwidth(), file.getframerate(), file.getnframes()
@@ -108,7 +108,7 @@ def shape_of(options: dict) -> tuple[int, int, int]:
     return (1, options["n_fft"] // 2 + 1, frames)
 
 
-def decode_audio(path: str, options: dict) -> np.ndarray | str:
+def decode_audio(path: str | BinaryIO, options: dict) -> np.ndarray | str:
     try:
         samples, rate = read_wav(path)
     except (wave.Error, EOFError, OSError, ValueError) as error:

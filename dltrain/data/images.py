@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,7 @@ def probe_image(path: str, options: dict) -> tuple[int, int, int] | str:
         return reason(error)
 
 
-def decode_image(path: str, options: dict) -> np.ndarray | str:
+def decode_image(path: str | BinaryIO, options: dict) -> np.ndarray | str:
     """(channels, height, width) uint8, or why the file cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
 

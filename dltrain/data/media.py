@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from dltrain.files import write_atomic
 
 PARALLEL_FROM = 256  # fewer files decode faster in this process than in workers
 CHUNK = 256
-Decoder = Callable[[str, dict], "np.ndarray | str"]
+Decoder = Callable[["str | BinaryIO", dict], "np.ndarray | str"]  # a path, or the contents of a file sent to a server
 
 
 EMPTY_CELL = "<empty cell>"  # a row without a path: unreadable like a missing file, and said so
@@ -380,6 +381,17 @@ class Normalize:
         return x.sub_(self.mean).div_(self.std)
 
 
+class _Sent(io.BytesIO):
+    """A sent file's contents, shown by the name it was sent with (in a decoder's message)."""
+
+    def __init__(self, name: str, data: bytes):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
 class FileColumn:
     """What the file column types (image, audio, video) share: fitting on paths, decoding, statistics.
 
@@ -412,6 +424,17 @@ class FileColumn:
         decoded = decode_files(self.kind, path_list(series), type(self).decoder, self.decode_options(), self.shape, self.storage, use_cache)
         check_failures(decoded.failed, on_error, self.what)
         return decoded.values, decoded.kept
+
+    def encode_sent(self, files: list[tuple[str, bytes]], on_error: str = "raise") -> tuple[torch.Tensor, np.ndarray]:
+        """Files sent rather than stored (a server's uploads: their names and contents), decoded
+        from memory by the same decoder as stored files and never cached; as `encode`."""
+        values, failed_at = _decode_chunk((type(self).decoder, [_Sent(name, data) for name, data in files], self.decode_options(), self.shape, self.storage))
+        kept = np.ones(len(files), dtype=bool)
+        if not failed_at:
+            return torch.from_numpy(values), kept
+        kept[[i for i, _ in failed_at]] = False
+        check_failures([(files[i][0], why) for i, why in failed_at], on_error, self.what)
+        return torch.from_numpy(values[kept]), kept
 
     def decode_one(self, path: str) -> np.ndarray | str:
         return type(self).decoder(path, self.decode_options())

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -51,12 +51,12 @@ def video_folder_table(folder: Path) -> pd.DataFrame:
     return folder_table(folder, is_clip, "clip", (*EXTENSIONS, "folders of frame images"), recursive=False)
 
 
-def _read_frames(path: str) -> list:
+def _read_frames(path: str | BinaryIO) -> list:
     """Every frame of a clip as a PIL image."""
     from PIL import Image
 
-    source = Path(path)
-    if source.is_dir():
+    source = Path(path) if isinstance(path, (str, os.PathLike)) else None  # else a file's contents (an upload)
+    if source is not None and source.is_dir():
         frames = []
         for file in _frame_files(source):
             with Image.open(file) as image:
@@ -83,7 +83,7 @@ def probe_clip(path: str, options: dict) -> tuple[int, int, int, int] | str:
     return len(frames), height, width, 1 if frames[0].mode in ("1", "L", "I", "F") else 3
 
 
-def decode_clip(path: str, options: dict) -> np.ndarray | str:
+def decode_clip(path: str | BinaryIO, options: dict) -> np.ndarray | str:
     from PIL import Image
 
     try:

@@ -2,9 +2,10 @@
 
 The checkpoint is loaded once, before the server listens (a bad one is an exit 2). Requests are
 encoded and decoded by the functions `dltrain predict` uses (`schema.encode_inputs`, or for rows of
-numbers `schema.encode_numbers`, the same block encoding without building a table;
-`inference.run_model`; `inference.decoded_columns`). A request alone goes through the model at
-once; requests that come together share it (those that arrive within `wait_ms`, at most
+numbers `schema.encode_numbers`, the same block encoding without building a table; uploaded files
+through the file column's own decoder, from memory; `inference.run_model`;
+`inference.output_columns` and `echoed_columns`). Requests that are ready together share the model
+(`_Batcher`: those of one turn of the event loop, and those that came while it ran, at most
 `max_batch` rows), so throughput grows with the clients. Work measured under a millisecond runs on
 the event loop; longer work (large batches, large files) on its own thread, while the loop takes
 further requests. POST /predict goes around FastAPI's layers (`_Front`); the rest goes through it.
@@ -15,12 +16,10 @@ import asyncio
 import functools
 import json
 import os
-import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,12 @@ INLINE_S = 0.001  # a model call measured quicker than this runs on the event lo
 @dataclass
 class Settings:
     max_body: int = MAX_BODY  # bytes of one request
-    wait_ms: float = 2.0  # how long the first request of a batch waits for others
+    wait_ms: float = 0.0  # how long a batch that is not full may wait for more requests (0: it takes those ready)
     max_batch: int = 256  # rows through the model at once
     queue: int = 1024  # requests waiting at most; more answer 503
     allow_paths: Path | None = None  # JSON rows may name files under this folder (never by default)
     batching: bool = True
-    threads: int | None = 1  # torch's threads per server process (None: torch's default, one per core)
+    threads: int | None = None  # torch's threads per server process (None: the cores, shared out between workers, where they make the model quicker)
 
 
 def _fastapi():
@@ -54,10 +53,10 @@ def _fastapi():
 
 
 class _Placed:
-    """Work that runs where it costs least: on the event loop when it was measured quicker than
-    INLINE_S for as much input (a hop to a thread and back costs a few tenths of a millisecond, and
-    several threads in torch slow each other down), else on its own thread, so that the loop goes
-    on taking requests while it runs. The first call of each size goes to the thread and is timed."""
+    """Encoding that runs where it costs least: on the event loop when it was measured quicker than
+    INLINE_S for as much input (a hop to a thread and back costs a few tenths of a millisecond),
+    else on its own thread, so that the loop goes on taking requests while it runs. The first call
+    of each size goes to the thread and is timed."""
 
     def __init__(self, thread: ThreadPoolExecutor):
         self.thread = thread
@@ -72,6 +71,33 @@ class _Placed:
         return out
 
 
+def _threads_for(loaded) -> int:
+    """torch's threads for this model's requests: all the cores' only where they make a row's pass
+    through the model at least a tenth quicker than one thread does (a small MLP's is not, and
+    threads waiting between calls spin on the cores that the clients and the parsing need), timed
+    at the start on a row of zeros."""
+    most = torch.get_num_threads()
+    if most <= 1 or loaded.device.type != "cpu":
+        return most
+    from dltrain.inference import run_model
+
+    spec = loaded.schema.input_spec()
+    x = torch.zeros((1, *spec.shape), dtype=torch.long if spec.dtype == "long" else torch.float32)
+    took = {}
+    try:
+        for threads in (most, 1):
+            torch.set_num_threads(threads)
+            first = _timed(run_model, loaded, x)[1]
+            if first > 0.05:  # a large model: its threads are worth their cost
+                return most
+            took[threads] = min(_timed(run_model, loaded, x)[1] for _ in range(10))
+    except Exception:  # a model that takes no row of zeros: torch's default
+        return most
+    finally:
+        torch.set_num_threads(most)
+    return most if took[most] < 0.9 * took[1] else 1
+
+
 def _timed(work, *args):
     began = time.perf_counter()
     out = work(*args)
@@ -79,73 +105,94 @@ def _timed(work, *args):
 
 
 class _Batcher:
-    """Encoded requests in, outputs back: the model runs once for all that arrive together."""
+    """Encoded requests in, the rows of their answers out. The model runs once for all the requests
+    ready together, at most `max_batch` rows: a request that finds the model free leads a batch,
+    lets the event loop take one turn (the requests of clients that sent together are read
+    together, and join it), runs the model and answers them all; those that came while the model ran
+    are the next batch. No request waits longer unless `wait_ms` says so: when every client waits
+    for an answer, none comes while the model idles. The outputs are decoded once for the batch."""
 
     def __init__(self, loaded, settings: Settings, model_thread: ThreadPoolExecutor):
         self.loaded, self.settings = loaded, settings
-        self.place = _Placed(model_thread)
-        self.busy = False  # a batch is in the model
-        self.requests = 0  # requests being answered: with others, a request goes through the queue to share the model
-        self.queue: asyncio.Queue | None = None
-        self.task = None
+        # on the CPU the model runs on the event loop's thread: torch's threads are all the cores'
+        # work already, and torch called from two threads runs each call several times slower
+        # (two pools of threads); on a GPU it runs on its own thread, and the loop goes on meanwhile
+        self.thread = model_thread if loaded.device.type != "cpu" else None
+        self.pending: list[tuple[torch.Tensor, asyncio.Future]] = []
+        self.leading = False  # a batch is being gathered or run
+        self.arrived: asyncio.Event | None = None
+        self.next = None  # the task leading the next batch
+        self.sizes = [0, 0]  # batches run, requests in them
 
-    def start(self) -> None:
-        self.queue = asyncio.Queue(self.settings.queue)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def outputs(self, x: torch.Tensor) -> torch.Tensor:
+    async def rows(self, x: torch.Tensor) -> list[dict]:
+        """The answer's rows (prediction, probabilities) for a request's encoded rows."""
         if not self.settings.batching:
-            return await self.place(len(x), self._model, x)
-        if self.requests == 1 and not self.busy and len(x) <= self.place.inline:
-            return await self.place(len(x), self._model, x)  # alone and quick: at once, on the loop (nothing runs meanwhile)
+            return await self._placed(x)
+        if len(self.pending) >= self.settings.queue:
+            raise _Busy()
         future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((x, future))
-        except asyncio.QueueFull:
-            raise _Busy() from None
+        self.pending.append((x, future))
+        if self.arrived is not None:
+            self.arrived.set()
+        if not self.leading:
+            self.leading = True
+            await self._lead()
         return await future
 
-    def _model(self, x: torch.Tensor) -> torch.Tensor:
-        from dltrain.inference import run_model
-
-        return run_model(self.loaded, x)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self.queue.get()
-            waiting, rows = [first], len(first[0])
-            while rows < self.settings.max_batch and not self.queue.empty():  # what came while the model ran
-                item = self.queue.get_nowait()
-                waiting.append(item)
-                rows += len(item[0])
-            # a request alone goes at once; when others came with it, more are likely: wait for them a little
-            deadline = loop.time() + (self.settings.wait_ms / 1000 if len(waiting) > 1 else 0)
-            while rows < self.settings.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
-                waiting.append(item)
-                rows += len(item[0])
+    async def _lead(self) -> None:
+        try:
+            await asyncio.sleep(0)  # one turn of the loop: the requests ready with this one join it
+            if self.settings.wait_ms > 0:
+                await self._fill(self.settings.wait_ms / 1000)
+            batch, rows = [], 0
+            while self.pending and (not batch or rows + len(self.pending[0][0]) <= self.settings.max_batch):
+                batch.append(self.pending.pop(0))
+                rows += len(batch[-1][0])
+            self.sizes[0] += 1
+            self.sizes[1] += len(batch)
             try:
-                self.busy = True
-                x = torch.cat([item[0] for item in waiting]) if len(waiting) > 1 else waiting[0][0]
-                out = await self.place(rows, self._model, x)
+                x = torch.cat([item[0] for item in batch]) if len(batch) > 1 else batch[0][0]
+                answered = await self._placed(x)
                 start = 0
-                for item, future in waiting:
+                for item, future in batch:
                     if not future.done():
-                        future.set_result(out[start : start + len(item)])
+                        future.set_result(answered[start : start + len(item)])
                     start += len(item)
-            except Exception as error:  # a failure answers every request of the batch
-                for _, future in waiting:
+            except BaseException as error:  # a failure answers every request of the batch (a stop too: none waits forever)
+                for _, future in batch:
                     if not future.done():
-                        future.set_exception(error)
-            finally:
-                self.busy = False
+                        future.set_exception(error if isinstance(error, Exception) else RuntimeError("the server is stopping"))
+                if not isinstance(error, Exception):
+                    raise
+        finally:
+            self.leading = bool(self.pending)
+            if self.leading:  # those that came meanwhile: the next batch, led by a task of its own
+                self.next = asyncio.get_running_loop().create_task(self._lead())
+
+    async def _fill(self, wait: float) -> None:
+        """Wait up to `wait` seconds for the batch to fill."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        self.arrived = self.arrived or asyncio.Event()
+        while sum(len(item[0]) for item in self.pending) < self.settings.max_batch:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    async def _placed(self, x: torch.Tensor) -> list[dict]:
+        if self.thread is None:
+            return self._answer(x)
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self._answer, x)
+
+    def _answer(self, x: torch.Tensor) -> list[dict]:
+        from dltrain.inference import output_columns, run_model
+
+        return _records(output_columns(self.loaded, run_model(self.loaded, x)))
 
 
 class _Busy(Exception):
@@ -197,27 +244,19 @@ def make_app(run: str | Path, settings: Settings | None = None):
 
     from dltrain.checkpoint import load_run
     from dltrain.console import collecting, without_notes
-    from dltrain.inference import decoded_columns
+    from dltrain.inference import echoed_columns
 
     settings = settings or Settings()
     loaded = load_run(run)
     loaded.model.eval()
-    if settings.threads:  # requests are small: one thread each, and more processes (--workers) for more cores
-        torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.threads or _threads_for(loaded))
     encoding = _Placed(ThreadPoolExecutor(1, thread_name_prefix="dltrain-encode"))  # one at a time: console.collecting is global
     model_thread = ThreadPoolExecutor(1, thread_name_prefix="dltrain-model")
     batcher = _Batcher(loaded, settings, model_thread)
-    upload_folder = tempfile.TemporaryDirectory(prefix="dltrain-serve-")  # uploads live here while their request is answered
     files = loaded.schema.files
     lock = threading.Lock()
 
-    async def lifespan(app):
-        batcher.start()
-        yield
-        batcher.task.cancel()
-        upload_folder.cleanup()
-
-    app = fastapi.FastAPI(title=f"dltrain: {loaded.run_dir.name}", description="Predictions of a dltrain run: POST rows to /predict.", lifespan=lifespan)
+    app = fastapi.FastAPI(title=f"dltrain: {loaded.run_dir.name}", description="Predictions of a dltrain run: POST rows to /predict.")
 
     def problem(status: int, message: str) -> JSONResponse:
         return JSONResponse({"detail": message}, status_code=status)
@@ -228,21 +267,27 @@ def make_app(run: str | Path, settings: Settings | None = None):
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "run": loaded.run_dir.name}
+        batches, batched = batcher.sizes
+        return {"status": "ok", "run": loaded.run_dir.name, "batches": batches, "requests_batched": batched, "torch_threads": torch.get_num_threads()}
 
     @app.get("/metadata")
     async def _metadata() -> dict:
         return metadata(loaded)
 
-    def encode(table: pd.DataFrame, label: str, uploaded: bool = False):
+    def encode(table: pd.DataFrame, label: str):
         with lock, collecting() as said, without_notes():  # a request's notes ("1 decoded") would flood the log
-            x, readable = loaded.schema.encode_inputs(table, label, new=True, cache=False if uploaded else None)
+            x, readable = loaded.schema.encode_inputs(table, label, new=True)
         return x, readable, list(dict.fromkeys(said))
 
     def encode_numbers(names: list[str], values: np.ndarray, label: str):
         with lock, collecting() as said:
             x = loaded.schema.encode_numbers(names, values, label)
         return x, list(dict.fromkeys(said))
+
+    def encode_sent(sent: list[tuple[str, bytes]]):
+        with lock, collecting() as said:
+            x, readable = files.encode_sent(sent, loaded.schema.on_error)
+        return x, readable, list(dict.fromkeys(said))
 
     def answer(content: dict) -> Response:
         return Response(json.dumps(content, allow_nan=False), media_type="application/json")
@@ -258,17 +303,17 @@ def make_app(run: str | Path, settings: Settings | None = None):
             if len(body) > settings.max_body:
                 return problem(413, f"the request is over {settings.max_body:,} bytes, the most this server takes (--max-body)")
         kind = request.headers.get("content-type", "")
-        folder = None
         try:
+            table, echoed = None, None
             if kind.startswith("multipart/form-data"):
                 if files is None:
                     return problem(422, f"this model takes table rows as JSON (columns {', '.join(loaded.schema.input_columns)}), not files")
-                folder = []  # the files saved for this request, removed when it is answered
-                uploaded = await _uploads(request, body, kind, Path(upload_folder.name), files.column, folder)
-                if uploaded is None:
+                sent = await _uploads(request, body)
+                if not sent:
                     return problem(422, "a multipart request needs one or more files (the form field 'files')")
-                table, sent_names = uploaded
-                label = "the uploaded files"
+                # decoded from memory (measured by their bytes: a large photo decodes slowly); answered with the names they were sent with
+                x, readable, warnings = await encoding(len(body), encode_sent, sent)
+                echoed = {files.column: np.array([name for name, _ in sent], dtype=object)[readable]}
             else:
                 try:
                     value = json.loads(body or b"null")
@@ -282,44 +327,34 @@ def make_app(run: str | Path, settings: Settings | None = None):
                 x = None
                 if numbers is not None:  # rows of numbers for a model of numbers: no table is built
                     x, warnings = await encoding(len(rows), encode_numbers, *numbers, label)
-                    table, readable = None, np.ones(len(rows), dtype=bool)
+                    readable = np.ones(len(rows), dtype=bool)
                 if x is None:
                     table = pd.DataFrame(numbers[1], columns=_index(tuple(numbers[0]))) if numbers is not None else pd.DataFrame(rows)
                     if files is not None:
                         refused = _paths_refused(table, files.column, settings.allow_paths)
                         if refused:
                             return problem(422, refused)
-            if table is not None:  # rows are measured by their count; uploads by their bytes (a large photo decodes slowly)
-                x, readable, warnings = await encoding(len(body) if folder is not None else len(table), encode, table, label, folder is not None)
+                    x, readable, warnings = await encoding(len(table), encode, table, label)
+                    echoed = echoed_columns(loaded, table[readable] if not readable.all() else table) or None
             if not readable.any():
                 return problem(422, "no row of the request could be read: " + "; ".join(warnings or ["unreadable files"]))
-            outputs = await batcher.outputs(x)
-            if folder is not None:  # uploads: the names the files were sent with, not the saved ones
-                columns = {files.column: np.array(sent_names, dtype=object)[readable], **decoded_columns(loaded, None, outputs)}
-            else:
-                columns = decoded_columns(loaded, table[readable] if table is not None and not readable.all() else table, outputs)
-            content = {"predictions": _records(columns), "warnings": warnings}
+            predictions = await batcher.rows(x)
+            if echoed:  # the id column or the files first, as predict writes them
+                predictions = [{**named, **row} for named, row in zip(_records(echoed), predictions)]
+            content = {"predictions": predictions, "warnings": warnings}
             if not readable.all():
                 content["skipped"] = [int(i) for i in (~readable).nonzero()[0]]
             return answer(content)
         except _Busy:
             return problem(503, f"the server has {settings.queue} requests waiting; try again")
-        except DataError as error:
+        except DltrainError as error:  # DataError included: the request's data, named
             return problem(422, str(error))
-        except DltrainError as error:
-            return problem(422, str(error))
-        finally:
-            for saved in folder or ():
-                Path(saved).unlink(missing_ok=True)
 
     async def straight(scope, receive, send):
-        batcher.requests += 1
         try:
             response = await predict(Request(scope, receive))
         except Exception as error:  # never a traceback to the client
             response = problem(500, f"the server could not answer: {type(error).__name__}: {first_line(error)}")
-        finally:
-            batcher.requests -= 1
         await response(scope, receive, send)
 
     return _Front(app, straight)
@@ -341,9 +376,8 @@ class _Front:
             await self.app(scope, receive, send)
 
 
-async def _uploads(request, body: bytes, kind: str, folder: Path, column: str, saved: list[str]) -> tuple[pd.DataFrame, list[str]] | None:
-    """The files of a multipart body saved under `folder` (their paths added to `saved` as they
-    are written), as a table of one column, and the names they were sent with."""
+async def _uploads(request, body: bytes) -> list[tuple[str, bytes]]:
+    """The files of a multipart body: the names they were sent with, and their contents."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -354,18 +388,10 @@ async def _uploads(request, body: bytes, kind: str, folder: Path, column: str, s
         form = await MultiPartParser(request.headers, stream()).parse()
     except MultiPartException as error:
         raise DataError(f"the multipart body cannot be read ({error}); send the files as form field 'files'") from None
-    names = []
-    request_id = uuid.uuid4().hex  # requests at once, and two files of one name, never meet
-    for n, (_, value) in enumerate(form.multi_items()):
-        if isinstance(value, UploadFile):
-            name = Path(value.filename or f"file{n}").name
-            target = folder / f"{request_id}-{n:05d}-{name}"
-            saved.append(str(target))
-            target.write_bytes(await value.read())
-            names.append(name)
-    if not saved:
-        return None
-    return pd.DataFrame(np.array(saved, dtype=object)[:, None], columns=_index((column,))), names
+    try:
+        return [(Path(value.filename or f"file{n}").name, await value.read()) for n, (_, value) in enumerate(form.multi_items()) if isinstance(value, UploadFile)]
+    finally:
+        await form.close()  # the parser's spooled files
 
 
 _EXACT = 2**53  # integers beyond are not exact as floats
@@ -421,12 +447,14 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: i
     """Load the run, then listen until stopped (Ctrl-C). With `workers` > 1, so many processes each
     load the run and take requests from the same port (uvicorn's workers)."""
     settings = settings or Settings()
+    if workers > 1 and settings.threads is None:  # the cores shared out between the processes
+        settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // workers))
     app = make_app(run, settings)  # before listening: a bad checkpoint is an exit 2 here
     import uvicorn
 
     from dltrain.console import note
 
-    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs){f' in {workers} processes' if workers > 1 else ''}; Ctrl-C stops")
+    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs){f' in {workers} processes' if workers > 1 else ''}, {torch.get_num_threads()} torch thread(s) each; Ctrl-C stops")
     started = time.monotonic()
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")
