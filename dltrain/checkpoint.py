@@ -155,6 +155,11 @@ def load(run_or_checkpoint: str | Path, which: str = "best.pt") -> Checkpoint:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # bytes that are no pickle torch.save writes (a text file, a damaged one)
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint: it is damaged, or not a file that torch.save wrote. "
+                "Give a run directory or its best.pt / last.pt"
+            ) from None
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain values, so it is not a "
             f"dltrain checkpoint and loading it could run code ({first_line(error, 200)})"

@@ -201,6 +201,9 @@ def test_foreign_and_truncated_checkpoints(workdir, cli):
     (workdir / "cut.pt").write_bytes(data[: len(data) // 2])
     result = cli("evaluate", workdir / "cut.pt")
     assert result.code == 2 and "not a readable checkpoint" in result.stderr
+    (workdir / "text.pt").write_text("nope\n")  # no pickle at all: damaged, not a risk
+    result = cli("evaluate", workdir / "text.pt")
+    assert result.code == 2 and "not a readable checkpoint" in result.stderr and "refused" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -454,7 +454,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: i
 
     from dltrain.console import note
 
-    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs){f' in {workers} processes' if workers > 1 else ''}, {torch.get_num_threads()} torch thread(s) each; Ctrl-C stops")
+    note(f"serving {Path(run)} on http://{host}:{port} (POST /predict, GET /metadata, GET /health, /docs){f' in {workers} processes' if workers > 1 else ''}, {torch.get_num_threads()} torch thread(s){' each' if workers > 1 else ''}; Ctrl-C stops")
     started = time.monotonic()
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")
