@@ -337,14 +337,12 @@ def schema(
         if output is None:
             sys.stdout.write(text)
         else:
-            from dltrain.errors import UsageError
-            from dltrain.files import write_text
+            from dltrain.files import write_output
 
-            if output.is_dir():
-                raise UsageError(f"--output {output}: a folder; give a file name such as {output / 'dltrain.schema.json'}")
-            if output.is_file() and "https://dltrain.dev/schema/config.json" not in output.read_text(errors="replace")[:500]:
-                raise UsageError(f"--output {output}: the file exists and is not a dltrain schema; dltrain never writes over other files")
-            write_text(output, text)
+            def marked(path: Path) -> bool:  # the committed schema/dltrain.schema.json is regenerated in place
+                return "https://dltrain.dev/schema/config.json" in path.read_text(errors="replace")[:500]
+
+            write_output(output, text.encode(), "--output", "is not a dltrain schema", marked)
 
     _run(action)
 

@@ -16,9 +16,11 @@ import torch
 
 from dltrain.checkpoint import load_run
 from dltrain.errors import DltrainError, UsageError, first_line
-from dltrain.files import write_atomic, write_json
+from dltrain.files import check_output, json_pieces, write_output
 
 FORMATS = {"torchscript": "model.torchscript.pt", "export": "model.pt2", "onnx": "model.onnx"}
+REFUSAL = "was not written by dltrain export"
+WHAT = ""  # messages name the file alone: it is in --output or in RUN/export
 
 
 @dataclass(frozen=True)
@@ -31,36 +33,40 @@ def export(run: str | Path, format: str = "torchscript", output: str | Path | No
     """The model of a run (from its checkpoint alone) as `format`, with encoders.json beside it."""
     if format not in FORMATS:
         raise UsageError(f"--format is one of {', '.join(FORMATS)}, found {format!r}")
+    folder = Path(output) if output is not None else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output {folder}: a file, not a folder; export writes {FORMATS[format]} and encoders.json into a folder")
     loaded = load_run(run, device="cpu")
     model = loaded.model.eval()
     spec = loaded.recipe.input
-    folder = Path(output) if output else loaded.run_dir / "export"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / FORMATS[format]
+    folder = folder or loaded.run_dir / "export"
+    target, encoders = folder / FORMATS[format], folder / "encoders.json"
+    for path in (target, encoders):  # both refused before anything is written
+        check_output(path, WHAT, REFUSAL)
     sample = spec.zeros(2)
     try:
         if format == "torchscript":
             with torch.no_grad():
                 traced = torch.jit.trace(model, sample, check_trace=False)
-            import io
-
-            buffer = io.BytesIO()
-            torch.jit.save(traced, buffer)
-            write_atomic(target, buffer.getvalue())
+            write_output(target, lambda tmp: torch.jit.save(traced, str(tmp)), WHAT, REFUSAL)
         elif format == "export":
             batch = torch.export.Dim("batch", min=1)
             program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
-            torch.export.save(program, str(target))
+            write_output(target, lambda tmp: torch.export.save(program, str(tmp)), WHAT, REFUSAL)
         else:
             try:
                 import onnx  # noqa: F401
             except ImportError:
                 raise DltrainError("ONNX export needs the onnx extra: pip install 'dltrain[onnx]'") from None
-            torch.onnx.export(
-                model, (sample,), str(target), input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False,
-            )  # fmt: skip
-    except DltrainError:
+
+            def save_onnx(tmp: Path) -> None:
+                torch.onnx.export(
+                    model, (sample,), str(tmp), input_names=["input"], output_names=["output"],
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False,
+                )  # fmt: skip
+
+            write_output(target, save_onnx, WHAT, REFUSAL)
+    except (DltrainError, OSError):
         raise
     except Exception as error:  # tracing and exporting fail in many ways for unusual layers
         raise DltrainError(f"this model cannot be exported as {format}: {first_line(error)}") from None
@@ -78,6 +84,6 @@ def export(run: str | Path, format: str = "torchscript", output: str | Path | No
             "target_std": task.std,
         },
     }
-    encoders = folder / "encoders.json"
-    write_json(encoders, description)
+    write_output(encoders, json_pieces(description), WHAT, REFUSAL)
     return Exported(target, encoders)
+

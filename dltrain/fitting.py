@@ -20,7 +20,7 @@ from dltrain.data.prepare import Prepared, missing_files, rebuild
 from dltrain.errors import CheckpointError, ConfigError, DataError, DltrainError, Problem, UsageError, first_line
 from dltrain.memory import settled
 from dltrain.plan import Plan, make_plan
-from dltrain.rundir import RunDir, make_run_dir, remove_if_unused
+from dltrain.rundir import RunDir, RunLock, lock_run, make_run_dir, remove_if_unused
 from dltrain.train import progress as progress_module
 from dltrain.train.device import resolve_device
 from dltrain.train.diagnose import diagnose
@@ -94,24 +94,25 @@ def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group
         rehearse(plan, parts)  # one training step, undone
     device = _device(plan, group)
     start = checkpoint.load(init_from) if init_from is not None else None  # a bad --init-from before any folder
-    run_path = _choose_run_dir(plan, out, group)
+    run_path, lock = _choose_run_dir(plan, out, group)
     note(f"run directory: {run_path}")
-    try:
-        # from here on a signal is answered with a last.pt that --resume can start from
-        with catch_signals() as stop:
-            sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
-            if group.main:
-                sink.record()
-            trainer = _trainer(plan, parts, sink, device, progress, stop, group, watch)
-            if start is not None:
-                _load_matching(trainer.model, start, init_from)
-            if group.main:
-                sink.start([])
-            return _train(trainer, plan, parts, run_path, curves)
-    except DltrainError:
-        if group.main:  # a bad input, or training that failed before its first checkpoint
-            remove_if_unused(run_path, keep_folder=out is not None)
-        raise
+    with lock:  # held by rank 0 until the fit ends: a --resume of this run meanwhile is refused
+        try:
+            # from here on a signal is answered with a last.pt that --resume can start from
+            with catch_signals() as stop:
+                sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
+                if group.main:
+                    sink.record()
+                trainer = _trainer(plan, parts, sink, device, progress, stop, group, watch)
+                if start is not None:
+                    _load_matching(trainer.model, start, init_from)
+                if group.main:
+                    sink.start([])
+                return _train(trainer, plan, parts, run_path, curves)
+        except DltrainError:
+            if group.main:  # a bad input, or training that failed before its first checkpoint
+                remove_if_unused(run_path, keep_folder=out is not None)
+            raise
 
 
 def _resume(run_path: Path, overrides: list[str], allow_changed_data: bool, progress: bool, group: Group) -> FitResult:
@@ -120,10 +121,23 @@ def _resume(run_path: Path, overrides: list[str], allow_changed_data: bool, prog
         raise UsageError(f"--resume {run_path}: not a run directory")
     if (run_path / "tune.json").is_file():
         raise UsageError(f"--resume {run_path}: a tune folder, not one run. A study goes on when its dltrain tune command is run again; --resume continues one of its trials ({run_path / 'trial-000'})")
-    last = checkpoint.load(run_path, "last.pt")
+    with _locked(run_path, group):  # one writer per run: a second --resume (or the fit itself) still running is exit 2
+        return _resume_locked(run_path, overrides, allow_changed_data, progress, group)
+
+
+_RESUME_KEYS = ("model", "optimizer", "epoch", "batch", "best", "history", "rng")  # what a checkpoint needs to be gone on from
+
+
+def _resume_locked(run_path: Path, overrides: list[str], allow_changed_data: bool, progress: bool, group: Group) -> FitResult:
+    last = _resumable(run_path)
+    missing = [key for key in _RESUME_KEYS if key not in last.state]
+    if missing:
+        raise CheckpointError(f"{last.path}: a damaged dltrain checkpoint: it has no {', '.join(missing)}, which --resume needs to go on from it")
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("train.")]
     if bad:
         raise UsageError(f"with --resume only train.* keys may be changed (train.epochs=20 extends a run); found {', '.join(bad)}")
+    if group.main:
+        _restore_best(run_path, last)
     recipe, state = last.recipe, last.state
     _require_data(run_path, recipe.data)
     plan = make_plan(recipe.config, overrides, origin=str(run_path / "config.yaml"))
@@ -139,13 +153,72 @@ def _resume(run_path: Path, overrides: list[str], allow_changed_data: bool, prog
         if group.main:
             sink.record()
         trainer = _trainer(plan, parts, sink, device, progress, stop, group)
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # parts of it of the wrong kind
+            raise CheckpointError(f"{last.path}: a damaged dltrain checkpoint: its training state cannot be restored ({first_line(error)})") from None
         if group.main:
             sink.start(trainer.state.history)
         note(f"resuming {run_path} at epoch {state['epoch'] + 1}" + (f", batch {state['batch'] + 1}" if state["batch"] else ""))
         if trainer.state.epoch >= plan.train.epochs:
             note(f"the run has finished its {plan.train.epochs} epochs: give train.epochs=N to extend it")
         return _train(trainer, plan, parts, run_path)
+
+
+def _locked(run_path: Path, group: Group) -> RunLock:
+    """The run's lock, taken by rank 0 alone (the others wait for its answer: no rank is left behind)."""
+    taken = None
+    if group.main:
+        try:
+            taken = lock_run(run_path)
+        except DltrainError as error:
+            taken = error
+    answer = group.broadcast(None if isinstance(taken, RunLock) else taken)
+    if isinstance(answer, DltrainError):
+        raise answer
+    return taken if isinstance(taken, RunLock) else RunLock(run_path)  # other ranks: a lock that holds nothing
+
+
+def _position(path: Path) -> tuple[int, int] | None:
+    """(epochs done, batches into the next) of a checkpoint, read without loading its tensors; None when unreadable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"]), int(state.get("batch") or 0)
+    except Exception:  # missing, damaged, foreign: checkpoint.load says which
+        return None
+
+
+def _resumable(run_path: Path) -> checkpoint.Checkpoint:
+    """last.pt; or best.pt where last.pt is missing or behind it (a run whose last.pt could not be
+    written, by a dltrain that wrote best.pt first). A damaged last.pt is refused, never passed over."""
+    last, best = run_path / "last.pt", run_path / "best.pt"
+    best_at = _position(best) if best.is_file() else None
+    if best_at is not None and not last.is_file():
+        warn(f"{run_path} has no last.pt: resuming from best.pt (epoch {best_at[0]})")
+        return checkpoint.load(run_path, "best.pt")
+    last_at = _position(last) if last.is_file() else None
+    if best_at is not None and last_at is not None and best_at > last_at:
+        note(f"best.pt (epoch {best_at[0]}) is further along than last.pt (epoch {last_at[0]}): resuming from best.pt")
+        return checkpoint.load(run_path, "best.pt")
+    return checkpoint.load(run_path, "last.pt")
+
+
+def _restore_best(run_path: Path, last: checkpoint.Checkpoint) -> None:
+    """A disk that filled between last.pt and best.pt left best.pt behind: last.pt holds the best
+    epoch's very bytes (both are written from one state), so best.pt is made again from it."""
+    state = last.state
+    best = state.get("best") or {}
+    if last.path.name != "last.pt" or state.get("batch") or best.get("epoch") is None or best["epoch"] != state["epoch"]:
+        return
+    at = _position(run_path / "best.pt")
+    if at is not None and at[0] == state["epoch"]:
+        return
+    try:
+        checkpoint.write(run_path / "best.pt", last.path.read_bytes())
+    except OSError as error:
+        warn(f"best.pt of epoch {state['epoch']} could not be written again ({error.strerror or error}): it is written when an epoch is best next")
+        return
+    note(f"best.pt written again from last.pt (epoch {state['epoch']}, the best so far)")
 
 
 def _training_data(run_path: Path, recipe: Recipe, plan: Plan, allow_changed_data: bool) -> Prepared:
@@ -205,18 +278,19 @@ def _device(plan: Plan, group: Group) -> torch.device:
         return resolve_device(plan.train.device)
 
 
-def _choose_run_dir(plan: Plan, out, group: Group) -> Path:
-    """Rank 0 makes the run directory and tells the others."""
-    chosen = None
+def _choose_run_dir(plan: Plan, out, group: Group) -> tuple[Path, RunLock]:
+    """Rank 0 makes the run directory, locks it, and tells the others."""
+    chosen, lock = None, None
     if group.main:
         try:
             chosen = make_run_dir(out, plan.train.out_dir, plan.name)
+            lock = lock_run(chosen)  # a new folder, but `--out DIR` may be given to two fits at once
         except DltrainError as error:
             chosen = error
     chosen = group.broadcast(chosen)
     if isinstance(chosen, DltrainError):
         raise chosen
-    return chosen
+    return chosen, lock or RunLock(chosen)
 
 
 def _recipe(plan: Plan, parts: Parts) -> Recipe:

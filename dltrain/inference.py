@@ -20,7 +20,7 @@ from dltrain.data.prepare import missing_files, rebuild
 from dltrain.data.schema import encode_target
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_table
 from dltrain.errors import DataError, UsageError
-from dltrain.files import write_atomic, write_json, write_text
+from dltrain.files import check_output, json_pieces, write_output
 from dltrain.train import metrics as metric_registry
 from dltrain.train.trainer import Seen, infer
 
@@ -92,12 +92,33 @@ def evaluate(
     run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None
 ) -> Evaluation:
     """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`;
-    written to evaluate_<split>.json in the run directory."""
+    written to evaluate_<split>.json in the run directory (evaluate_<result_name>.json for a file)."""
     scored = score(run, split, data, batch_size)
-    out = scored.loaded.run_dir / f"evaluate_{scored.name}.json"
+    out = scored.loaded.run_dir / f"evaluate_{result_name(split, data)}.json"
     result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out)
-    write_json(out, _json_safe(result.to_dict()))
+    write_output(out, json_pieces(_json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
     return result
+
+
+def _an_evaluation(path: Path) -> bool:
+    """Whether a file holds what evaluate writes and nothing else (one written before outputs were listed)."""
+    import json
+
+    keys = set(json.loads(path.read_text()))
+    return {"split", "rows", "metrics"} <= keys <= {"split", "rows", "metrics", "confusion_matrix"}
+
+
+SPLITS = ("train", "val", "test")
+
+
+def result_name(split: str, data: str | Path | None = None) -> str:
+    """What names the files of a result in the run (evaluate_<name>.json, report_<name>.html): the
+    split, or the --data file's stem; a file named like a split (other/test.csv) is `data-test`, so
+    that it never replaces the run's own result on that split."""
+    if data is None:
+        return split
+    stem = Path(data).stem
+    return f"data-{stem}" if stem in SPLITS else stem
 
 
 def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
@@ -175,20 +196,15 @@ def predict(
     outputs = run_model(loaded, x, batch_size)
     result = decode_outputs(loaded, table[readable], outputs)
     if output is not None:
-        if output.is_file() and _columns_of(output) != list(result.columns):
-            raise UsageError(
-                f"--output {output}: the file exists and is not an earlier output of this prediction (its columns "
-                f"differ from {', '.join(result.columns)}); dltrain never writes over data. Give another name, or remove it first"
-            )
-        output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix.lower() == ".parquet":
             buffer = io.BytesIO()
             result.to_parquet(buffer, index=False)
-            write_atomic(output, buffer.getvalue())
+            data = buffer.getvalue()
         elif output.suffix.lower() in (".json", ".jsonl"):
-            write_text(output, result.to_json(orient="records", lines=True))
+            data = result.to_json(orient="records", lines=True).encode()
         else:
-            write_text(output, result.to_csv(index=False, sep="\t" if output.suffix.lower() == ".tsv" else ","))
+            data = result.to_csv(index=False, sep="\t" if output.suffix.lower() == ".tsv" else ",").encode()
+        write_output(output, data, "--output", _NOT_AN_OUTPUT)
     return result
 
 
@@ -241,24 +257,13 @@ def output_columns(loaded: LoadedRun, outputs: torch.Tensor) -> dict[str, np.nda
 
 
 _OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
-
-
-def _columns_of(path: Path) -> list[str] | None:
-    """The columns of a table file; None when it cannot be read as one."""
-    try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        if path.suffix.lower() in (".json", ".jsonl"):
-            return list(pd.read_json(path, lines=True, nrows=1).columns)
-        return list(pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns)
-    except Exception:  # unreadable as that format: not an earlier output
-        return None
+_NOT_AN_OUTPUT = "is not an earlier output of this prediction (dltrain did not write it, or it was changed since)"
 
 
 def _output_path(output: str | Path, input: object) -> Path:
-    """Where predictions go: never over the input itself; the format from the suffix (CSV unless .tsv, .parquet, .json/.jsonl)."""
+    """Where predictions go: never over the input itself, nor over any file that dltrain did not
+    write (files.write_output: a device such as /dev/null is written into); the format from the
+    suffix (CSV unless .tsv, .parquet, .json/.jsonl)."""
     path = Path(output)
     if path.is_dir():
         raise UsageError(f"--output {path}: a folder; give a file name such as {path / 'predictions.csv'}")
@@ -271,4 +276,5 @@ def _output_path(output: str | Path, input: object) -> Path:
             raise UsageError(f"--output {path}: that is the input file; dltrain never writes over data. Give another file")
     if path.suffix and path.suffix.lower() not in _OUTPUT_SUFFIXES:
         raise UsageError(f"--output {path}: unknown suffix {path.suffix!r}; predictions are written as {', '.join(_OUTPUT_SUFFIXES)}")
+    check_output(path, "--output", _NOT_AN_OUTPUT)  # before the model runs: refused at once
     return path

@@ -1,17 +1,25 @@
-"""The run directory: chosen (never one that exists), written as training goes (metrics.csv and the
-checkpoints, atomically), and removed again when a fit fails before its first checkpoint."""
+"""The run directory: chosen (never one that exists), locked by the one process that writes it,
+written as training goes (the checkpoints, then metrics.csv, atomically), and removed again when a
+fit fails before its first checkpoint."""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
+import json
 import math
+import os
+import shlex
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from dltrain import checkpoint
 from dltrain.config.yaml import dump_yaml
+from dltrain.data.sources import redact_secrets
 from dltrain.errors import CheckpointError, UsageError, WriteError
 from dltrain.files import sync_files, write_json, write_text
 
@@ -49,11 +57,97 @@ def make_run_dir(out: str | Path | None, out_dir: str | Path, name: str) -> Path
 
 def remove_if_unused(path: Path, keep_folder: bool) -> None:
     """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its name)."""
-    if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json"}:
-        for name in ("config.yaml", "data.json"):
+    if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json", LOCK}:
+        for name in ("config.yaml", "data.json", LOCK):
             (path / name).unlink(missing_ok=True)
         if not keep_folder:
             path.rmdir()
+
+
+LOCK = ".lock"  # in the run directory: who writes it now (pid, host), locked with flock while they do
+
+
+class RunLock:
+    """The exclusive right to write one run directory, held by one process from start to end of its fit.
+
+    Two `fit --resume` of one run would each write checkpoints and metrics.csv, and the slower one
+    would silently throw the other's epochs away. The lock is flock's (released by the kernel when
+    the process ends, even after kill -9); the file stays and names its last holder.
+    """
+
+    def __init__(self, run: Path):
+        self.run = Path(run)
+        self.path = self.run / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by programs fit starts
+        except OSError as error:
+            raise WriteError(f"cannot write {self.path}: {error.strerror or error}; a run is continued where dltrain can write its folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise UsageError(
+                f"{self.run} is being written by another dltrain process ({holder}). Two processes writing one "
+                "run would throw one's epochs away, so this one did not start: wait for that one to finish, or "
+                f"stop it{_kill_hint(holder)} and run this command again"
+            ) from None
+        except OSError as error:  # a file system without flock
+            os.close(fd)
+            raise WriteError(f"cannot lock {self.path}: {error.strerror or error}; give a run directory on a local disk") from None
+        os.ftruncate(fd, 0)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)  # nobody holds it now
+            except OSError:
+                pass
+            os.close(self.fd)  # and with it the lock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run(run: Path) -> RunLock:
+    """Lock `run` for this process, or raise UsageError (exit 2) naming the process that writes it."""
+    return RunLock(run).acquire()
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its file says ("pid 123 on host, since ..., `dltrain fit ...`")."""
+    for _ in range(20):  # the holder writes its name just after it took the lock
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and "pid" in data:
+            return f"pid {data['pid']} on {data.get('host', '?')}, since {data.get('since', '?')}: {data.get('command', '')}".rstrip(": ")
+        time.sleep(0.05)
+    return "a process that has not written its pid yet"
+
+
+def _command() -> str:
+    """This process's command line, as the user typed it (`dltrain fit ...`, not the path of __main__.py)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return shlex.join(["dltrain" if program == "__main__.py" else program, *sys.argv[1:]])
+
+
+def _kill_hint(holder: str) -> str:
+    if holder.startswith("pid ") and f" on {socket.gethostname()}," in holder:
+        return f" (kill {holder.split()[1]}: it saves last.pt first)"
+    return ""
 
 
 class RunDir:
@@ -61,7 +155,9 @@ class RunDir:
 
     def __init__(self, path: Path, recipe: dict, tensorboard: bool = False):
         self.path = Path(path)
-        self.recipe = recipe  # what every checkpoint holds besides the trainer's state (Recipe.to_dict)
+        # what every checkpoint holds besides the trainer's state (Recipe.to_dict); a password in a
+        # database url is never written, here or in config.yaml and data.json (data/sources.py)
+        self.recipe = {**recipe, "config": redact_secrets(recipe["config"]), "data": redact_secrets(recipe["data"])}
         self.history: list[dict] = []
         self.board = _tensorboard(self.path) if tensorboard else None
         # Every file is renamed into place whole (a killed process never leaves half of one); the
@@ -104,9 +200,12 @@ class RunDir:
         self.unsynced.add(path)
 
     def checkpoint(self, state: dict, names: tuple[str, ...]) -> None:
-        """The state in each of `names` (best.pt, last.pt), serialized once; fsynced every SYNC_EVERY seconds."""
+        """The state in each of `names` (last.pt, best.pt), serialized once; fsynced every SYNC_EVERY seconds.
+
+        last.pt goes first: when the disk fills after it, the run resumes from this very state.
+        """
         data = checkpoint.serialize(self.recipe, state)
-        for name in names:
+        for name in sorted(names, key=lambda n: n != "last.pt"):
             path = self.path / name
             self._write(lambda target: checkpoint.write(target, data, sync=False), path)
             self.unsynced.add(path)
@@ -127,9 +226,13 @@ class RunDir:
             write(path)
         except OSError as error:
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            if (self.path / "last.pt").is_file():
+                then = f"continue with: dltrain fit --resume {self.path}"
+            else:
+                then = "run the same dltrain fit again: no epoch was saved yet, so there is nothing to resume"
             raise WriteError(
                 f"cannot write {path}: {error.strerror or error}. Nothing was half-written: {kept}. Free some "
-                f"space (or make the folder writable), then continue with: dltrain fit --resume {self.path}"
+                f"space (or make the folder writable), then {then}"
             ) from None
 
 

@@ -77,6 +77,9 @@ def load_yaml(text: str, origin: str) -> tuple[Any, dict[Path_, int]]:
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        size = _expanded_size(node, {}, set())
+        if size > MAX_VALUES:
+            raise YamlError([Problem(origin, "", f"the YAML expands to more than {MAX_VALUES:,} values through its aliases (each *name a copy of what &name marks, aliases of aliases multiplying); a config holds hundreds")])
         lines: dict[Path_, int] = {(): node.start_mark.line + 1}
         problems: list[Problem] = []
         value = _walk(loader, node, (), lines, problems, origin)
@@ -94,6 +97,30 @@ def load_yaml(text: str, origin: str) -> tuple[Any, dict[Path_, int]]:
     if problems:
         raise YamlError(problems)
     return value, lines
+
+
+MAX_VALUES = 100_000  # a config holds hundreds; aliases of aliases (a "billion laughs") hold billions
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values the document holds once every alias is copied out, counted without copying:
+    each node once (an alias is the node it names, met again)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_:
+        raise RecursionError  # an alias inside what it names (&a [*a])
+    size = 1
+    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        open_.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        for child in children:
+            size += _expanded_size(child, sizes, open_)
+            if size > MAX_VALUES:
+                break  # enough to refuse it: the rest is not counted
+        open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def _walk(loader, node, path, lines, problems, origin) -> Any:

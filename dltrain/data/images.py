@@ -56,7 +56,7 @@ def probe_image(path: str, options: dict) -> tuple[int, int, int] | str:
         with Image.open(path) as image:
             width, height = image.size
             return height, width, _channels_of(image.mode)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: more pixels than Pillow decodes
         return reason(error)
 
 
@@ -71,7 +71,7 @@ def decode_image(path: str | BinaryIO, options: dict) -> np.ndarray | str:
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: more pixels than Pillow decodes
         return reason(error)
     return pixels[None] if options["channels"] == 1 else pixels.transpose(2, 0, 1)
 

@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +169,19 @@ def list_items(pattern: str | Path, is_item: Callable[[Path], bool], recursive: 
     if path.is_dir():
         children, nested = _walk(str(path.resolve()), [])
         return sorted(Path(e.path) for e in (nested if recursive else children) if is_item(e))
-    return sorted(Path(p).resolve() for p in glob.glob(str(pattern), recursive=True) if is_item(Path(p)))
+    return sorted({p.resolve() for p in _glob(str(pattern)) if is_item(p)})
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """The paths a glob pattern names, `**` through folders but never into a link to one (as a
+    folder is walked: a link that leads back up is no endless loop), each file once."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = "/".join(parts[fixed:])
+    if not rest:
+        return iter([root] if root.exists() else [])
+    return root.glob(rest)
 
 
 # ----- decoding
@@ -226,10 +238,9 @@ def map_files(function: Callable[[str, dict], object], paths: list[str], options
     results = [r for chunk in parallel_map(_apply_chunk, chunks, len(paths), label) for r in chunk]
     packed = _pack_results(results) if cache_file is not None else None
     if packed is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(packed, buffer)
-        write_atomic(cache_file, buffer.getvalue(), sync=False)
+        _keep(cache_file, buffer.getvalue(), sync=False)
     return results
 
 
@@ -290,8 +301,10 @@ def decode_files(
     if cache_file is not None and cache_file.is_file():
         try:
             cached = torch.load(cache_file, weights_only=True)
-            note(f"{kind}: {len(paths)} loaded from the cache ({cache_file})")
-            return Decoded(cached["values"], cached["kept"].numpy(), [tuple(f) for f in cached["failed"]])
+            values, kept = cached["values"], cached["kept"].numpy()
+            if tuple(values.shape[1:]) == tuple(shape) and len(kept) == len(paths) and len(values) == int(kept.sum()) and values.dtype == torch.from_numpy(np.zeros(0, dtype)).dtype:
+                note(f"{kind}: {len(paths)} loaded from the cache ({cache_file})")
+                return Decoded(values, kept, [tuple(f) for f in cached["failed"]])
         except Exception:  # a damaged cache file is decoded again and replaced
             pass
     start = time.perf_counter()
@@ -308,11 +321,20 @@ def decode_files(
     shown = "x".join(map(str, shape))
     note(f"{kind}: {len(paths)} decoded in {time.perf_counter() - start:.1f} s ({shown} each)")
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save({"values": decoded.values, "kept": torch.from_numpy(kept), "failed": [list(f) for f in failed]}, buffer)
-        write_atomic(cache_file, buffer.getvalue())
+        _keep(cache_file, buffer.getvalue())
     return decoded
+
+
+def _keep(cache_file: Path, data: bytes, sync: bool = True) -> None:
+    """Into the cache, if it can be written: a full or read-only cache folder is a warning, and the
+    work goes on without it."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file, data, sync=sync)
+    except OSError as error:
+        warn(f"the cache folder {cache_folder()} cannot be written ({error.strerror or error}); going on without keeping {cache_file.name} (set DLTRAIN_CACHE to another folder, or data.cache: false)")
 
 
 def check_failures(failed: list[tuple[str, str]], on_error: str, what: str) -> None:

@@ -52,7 +52,7 @@ class ResolvedSource:
     @property
     def label(self) -> str:
         """How messages name it."""
-        return self.path or f"{self.url} ({self.query})"
+        return self.path or f"{redact_url(self.url or '')} ({self.query})"
 
     def files(self) -> list[str]:
         """The files or folders it reads on this machine (an SQLite database's file; none for a server)."""
@@ -72,6 +72,7 @@ def csv_options(source: ResolvedSource) -> dict:
     """
     default = "\t" if source.type == "tsv" else ","
     options: dict = {"sep": default}
+    _check_width(source)
     try:
         header = pd.read_csv(source.path, nrows=20, sep=default)
     except UnicodeDecodeError:
@@ -93,9 +94,24 @@ def csv_options(source: ResolvedSource) -> dict:
     return options
 
 
-def _first_line(path: str, encoding: str) -> str:
+def _first_line(path: str, encoding: str, limit: int = -1) -> str:
     with pd.io.common.get_handle(path, "r", encoding=encoding, compression="infer", errors="replace") as handle:
-        return handle.handle.readline()
+        return handle.handle.readline(limit)
+
+
+MAX_COLUMNS = 100_000  # wide genomics tables have tens of thousands; a header of millions is no table to train on
+_HEADER_LIMIT = 16 * 1024 * 1024  # characters of a header line read to count its columns
+
+
+def _check_width(source: ResolvedSource) -> None:
+    """A header line of more columns than MAX_COLUMNS is a DataError before pandas parses it (a
+    header of millions of columns takes minutes and gigabytes to read)."""
+    first = _first_line(source.path, "utf-8", _HEADER_LIMIT)
+    if len(first) >= _HEADER_LIMIT and not first.endswith("\n"):
+        raise DataError(f"{source.label}: its first line is over {_HEADER_LIMIT // 2**20} MB long; a header of a table dltrain reads has at most {MAX_COLUMNS:,} columns")
+    columns = 1 + max(first.count(sep) for sep in (",", ";", "\t", "|"))
+    if columns > MAX_COLUMNS:
+        raise DataError(f"{source.label}: its header line has {columns:,} columns; dltrain reads tables of at most {MAX_COLUMNS:,} columns (select the columns you need first)")
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -117,6 +133,11 @@ _read_tsv = _read_csv
 
 
 def _read_parquet(source: ResolvedSource) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    columns = len(pq.read_schema(source.path).names)
+    if columns > MAX_COLUMNS:
+        raise DataError(f"{source.label}: it has {columns:,} columns; dltrain reads tables of at most {MAX_COLUMNS:,} columns (select the columns you need first)")
     return pd.read_parquet(source.path)
 
 
@@ -176,12 +197,138 @@ def _read_sql(source: ResolvedSource) -> pd.DataFrame:
         import sqlalchemy
     except ImportError:
         raise DataError(
-            f"the url {url!r} needs SQLAlchemy and the database's driver: pip install sqlalchemy "
+            f"the url {redact_url(url)!r} needs SQLAlchemy and the database's driver: pip install sqlalchemy "
             "(and e.g. psycopg for PostgreSQL). sqlite:/// urls need nothing extra.",
             key=("data", "source", "url"),
         ) from None
-    with sqlalchemy.create_engine(url).connect() as connection:
-        return pd.read_sql_query(sqlalchemy.text(source.query), connection)
+    real = connect_url(url)
+    try:
+        with sqlalchemy.create_engine(real).connect() as connection:
+            return pd.read_sql_query(sqlalchemy.text(source.query), connection)
+    except Exception as error:  # drivers raise their own types; their messages may quote the url
+        said = _scrubbed(first_line(error), real, url)
+        hint = ""
+        if _USERINFO.match(url) and any(word in said.lower() for word in ("password", "authentication")):
+            hint = f" (the password comes from {_password_source(url)})"
+        raise DataError(f"{redact_url(url)} ({source.query}): cannot read it as sql: {said}{hint}", key=("data", "source", "url")) from None
+
+
+# ----- passwords in database urls: read from the config or the environment, never written to a run
+
+_USERINFO = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@?#]*:)(?P<password>[^@]*)(?P<tail>@.*)$", re.S)
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)(?P<password>[^&#]*)", re.I)
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+REDACTED = "***"
+# the environment variable each driver reads its password from; dltrain reads it for a redacted url
+_PASSWORD_VARIABLES = {"postgresql": "PGPASSWORD", "postgres": "PGPASSWORD", "mysql": "MYSQL_PWD", "mariadb": "MYSQL_PWD"}
+_GIVEN: dict[str, str] = {}  # a redacted url -> the url with its password, as this process's config gave it
+
+
+def redact_url(url: str) -> str:
+    """`url` with a literal password written as *** (postgresql://user:***@host/db).
+
+    A password given as `${NAME}` (read from the environment when the data is read) stays as it is.
+    """
+    def hidden(password: str) -> bool:
+        return password not in ("", REDACTED) and not _REFERENCE.fullmatch(password)
+
+    match = _USERINFO.match(url)
+    if match and hidden(match["password"]):
+        url = match["head"] + REDACTED + match["tail"]
+    return _QUERY_PASSWORD.sub(lambda m: m["key"] + (REDACTED if hidden(m["password"]) else m["password"]), url)
+
+
+def redact_secrets(value: Any) -> Any:
+    """A config or data.json with the password of every database url in it written as ***."""
+    if isinstance(value, dict):
+        return {key: redact_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
+
+
+def password_variable(url: str) -> str:
+    """The environment variable that gives a redacted url its password: the driver's own where it has one."""
+    dialect = url.split("://", 1)[0].split("+", 1)[0].lower()
+    return _PASSWORD_VARIABLES.get(dialect, "DLTRAIN_DB_PASSWORD")
+
+
+def _password_source(url: str) -> str:
+    match = _USERINFO.match(url)
+    if match and match["password"] == REDACTED and url not in _GIVEN:
+        return f"${password_variable(url)}"
+    if match and (reference := _REFERENCE.fullmatch(match["password"])):
+        return f"${reference[1]}"
+    return "the config"
+
+
+def _keep_password(url: str) -> str:
+    """A url as the config gives it -> the url a run records: a literal password is kept in this
+    process alone (to read the data now) and recorded as ***."""
+    hidden = redact_url(url)
+    if hidden != url:
+        _GIVEN[hidden] = url
+        variable = password_variable(url)
+        warn(
+            f"the database url {hidden} holds a password: a run never writes one, so its files keep the url "
+            f"as shown, and evaluate and --resume take the password from ${variable}. Write the url with "
+            f"${{{variable}}} in place of the password to say so in the config",
+            key=("source", hidden),
+        )
+    return hidden
+
+
+def connect_url(url: str) -> str:
+    """The url to connect with: `${NAME}` from the environment; a redacted password from this
+    process's config, or from the driver's environment variable (PGPASSWORD for PostgreSQL)."""
+    if url in _GIVEN:
+        url = _GIVEN[url]
+    match = _USERINFO.match(url)
+    if match and match["password"] == REDACTED:
+        variable = password_variable(url)
+        if variable not in os.environ:
+            raise DataError(
+                f"the database url {url} has no password: dltrain never writes one to a run or its checkpoints. "
+                f"Give it in the environment (export {variable}=...) and run the command again; in a config, "
+                f"write the url as {match['head']}${{{variable}}}{match['tail']}",
+                key=("data", "source", "url"),
+            )
+        url = match["head"] + f"${{{variable}}}" + match["tail"]
+        match = _USERINFO.match(url)
+    if match:  # a password from the environment is quoted: it may hold @, / or :
+        head, tail = _substituted(match["head"], url, False), _substituted(match["tail"], url, False)
+        return head + _substituted(match["password"], url, True) + tail
+    return _substituted(url, url, False)
+
+
+def _substituted(text: str, url: str, quote: bool) -> str:
+    from urllib.parse import quote as quoted
+
+    def value(reference: re.Match) -> str:
+        name = reference[1]
+        if name not in os.environ:
+            raise DataError(
+                f"the database url {redact_url(url)} uses ${{{name}}}, which is not set in the environment: "
+                f"export {name}=... and run the command again (its value is read when the data is, never written to the run)",
+                key=("data", "source", "url"),
+            )
+        return quoted(os.environ[name], safe="") if quote else os.environ[name]
+
+    return _REFERENCE.sub(value, text)
+
+
+def _scrubbed(message: str, real: str, url: str) -> str:
+    """A driver's message with the password it was given written as ***."""
+    match = _USERINFO.match(real)
+    secrets = [match["password"]] if match and match["password"] else []
+    secrets += [m["password"] for m in _QUERY_PASSWORD.finditer(real) if m["password"]]
+    from urllib.parse import unquote
+
+    for secret in sorted({*secrets, *map(unquote, secrets)}, key=len, reverse=True):
+        message = message.replace(secret, REDACTED)
+    return message.replace(real, redact_url(url))
 
 
 SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
@@ -251,6 +398,8 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
             url = "sqlite:///" + str(resolve(url[len("sqlite:///") :], ("url",)))
         elif url is not None and url.startswith("sqlite:"):
             raise ValueError(f"an SQLite url has three slashes and a path: sqlite:///data/my.db, found {url!r}")
+        elif url is not None:
+            url = _keep_password(url)  # what a run records: never the password itself
         if path is not None:
             url, path = "sqlite:///" + str(resolve(path, key_prefix)), None
         return ResolvedSource("sql", url=url, query=query)
@@ -393,7 +542,9 @@ def _absolute_file_paths(table: pd.DataFrame, folder: Path) -> None:
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
         text = series.dropna().astype("string")
-        if len(text) and bool(text.str.lower().str.endswith(EXTENSIONS).all()):
+        # a column of paths, even with a few cells that are not (a typo, a missing extension): all
+        # of its cells are relative to the table's folder, and a cell that is no file says so later
+        if len(text) and float(text.str.lower().str.endswith(EXTENSIONS).mean()) > 0.5:
             table[name] = series.map(lambda p: os.path.normpath(os.path.join(folder, p)) if isinstance(p, str) else p)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,63 @@ def build_model(
     return model, table
 
 
-def _build_sequence(components, spec: InputSpec, output_size: int, depth: int):
+BYTES_PER_PARAMETER = 16  # training holds each float32 weight, its gradient and Adam's two moments
+
+
+def memory_limit() -> int:
+    """The bytes this process may use: the least of the memory available, the cgroup's limit and
+    the address-space limit (ulimit -v)."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        text = open("/sys/fs/cgroup/memory.max").read().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return 2**62
+    return min(limits)
+
+
+class _Budget:
+    """The model's parameters so far, against the memory that training them takes: a layer that
+    would not fit is a ComponentError naming it, before its weights are allocated."""
+
+    def __init__(self):
+        self.total = 0
+        self.limit = memory_limit()
+
+    def add(self, count: int, name: str, path: tuple) -> None:
+        self.total += count
+        if self.total * BYTES_PER_PARAMETER > self.limit:
+            raise ComponentError(
+                f"{name} has {count:,} parameters, which makes the model {self.total:,}: about "
+                f"{self.total * BYTES_PER_PARAMETER / 2**30:,.1f} GB to train (each weight, its gradient and the "
+                f"optimizer's state), more than the {self.limit / 2**30:,.1f} GB of memory this process may use. Make the layer smaller",
+                path,
+            )
+
+
+def _build_sequence(components, spec: InputSpec, output_size: int, depth: int, budget: _Budget | None = None):
+    budget = budget or _Budget()
     modules: list[nn.Module] = []
     table: list[LayerInfo] = []
     shape, dtype = tuple(spec.shape), spec.dtype
@@ -102,7 +159,7 @@ def _build_sequence(components, spec: InputSpec, output_size: int, depth: int):
         entry = layer_registry().get(component.name)
         if entry.name == "Residual":
             inner, inner_table, inner_shape, _ = _build_sequence(
-                component.args, InputSpec(shape, dtype, spec.vocab_size), output_size, depth + 1
+                component.args, InputSpec(shape, dtype, spec.vocab_size), output_size, depth + 1, budget
             )
             if inner_shape != shape:
                 raise ComponentError(
@@ -117,8 +174,16 @@ def _build_sequence(components, spec: InputSpec, output_size: int, depth: int):
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Initializing zero-element tensors")  # said plainly below
-                    module = entry.factory(*extra, **_constructor_values(entry, arguments))
+                    with torch.device("meta"):  # its parameters counted from their shapes: nothing allocated
+                        probe = entry.factory(*extra, **_constructor_values(entry, arguments))
             except (TypeError, ValueError, RuntimeError) as error:
+                raise ComponentError(f"{entry.name}: {first_line(error)}", component.path) from None
+            budget.add(sum(p.numel() for p in probe.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)), entry.name, component.path)  # a lazy layer's are sized by its first batch
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+                    module = entry.factory(*extra, **_constructor_values(entry, arguments))
+            except (TypeError, ValueError, RuntimeError) as error:  # out of memory too: this layer's
                 raise ComponentError(f"{entry.name}: {first_line(error)}", component.path) from None
         out = _dry_run(module, shape, dtype, component)
         if 0 in out.shape[1:]:

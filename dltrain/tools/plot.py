@@ -31,23 +31,9 @@ class Plotted:
 
 
 def _history(run: Path) -> tuple[pd.DataFrame, str]:
-    metrics = Path(run) / "metrics.csv"
-    if not metrics.is_file():
-        raise CheckpointError(f"{run}: no metrics.csv here; is it a run directory with at least one epoch?")
-    try:
-        frame = pd.read_csv(metrics)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        frame = pd.DataFrame()
-    if "epoch" not in frame.columns or "train_loss" not in frame.columns or frame.empty:
-        raise CheckpointError(f"{metrics}: not a metrics.csv that dltrain wrote (it needs the columns epoch and train_loss, one row per epoch)")
-    frame = frame.apply(pd.to_numeric, errors="coerce")
-    monitor = "val_loss"
-    config = Path(run) / "config.yaml"
-    if config.is_file():
-        import yaml
+    from dltrain.tools.runs import read_history, read_monitor
 
-        monitor = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("monitor", monitor)
-    return frame, monitor
+    return read_history(run), read_monitor(run)
 
 
 def _metric_to_show(frame: pd.DataFrame, monitor: str) -> str | None:
@@ -90,10 +76,10 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
     curves, metric_curves = 0, 0
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     monitors = set()
-    for n, run in enumerate(runs):
-        frame, monitor = _history(run)
+    histories = _readable(runs)
+    for n, (run, (frame, monitor)) in enumerate(histories.items()):
         colour = colours[n % len(colours)]
-        label = run.name if len(runs) > 1 else ""
+        label = run.name if len(histories) > 1 else ""
         loss_axis.plot(frame["epoch"], frame["train_loss"], color=colour, linestyle="--", label=f"{label} train".strip())
         curves += 1
         if "val_loss" in frame:
@@ -124,7 +110,21 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
         metric_axis.text(0.5, 0.5, "no validation metric: see the loss on the left", ha="center", transform=metric_axis.transAxes)
     figure.tight_layout()
     _save(figure, output, plt)
-    return Plotted(output, curves, len(runs))
+    return Plotted(output, curves, len(histories))
+
+
+def _readable(runs: list[Path]) -> dict[Path, tuple[pd.DataFrame, str]]:
+    """Each run's history and monitor; of several runs, a damaged one is skipped with a warning
+    (one run alone, or none readable, is the error)."""
+    from dltrain.tools.runs import DamagedRun, skipping_damaged
+
+    if len(runs) == 1:
+        return {runs[0]: _history(runs[0])}
+    found = {run: skipping_damaged(run, lambda run=run: _history(run)) for run in runs}
+    found = {run: history for run, history in found.items() if history is not None}
+    if not found:
+        raise DamagedRun(f"none of the {len(runs)} runs can be plotted (see the warnings): each needs the metrics.csv and config.yaml that dltrain fit writes")
+    return found
 
 
 def plot_study(folder: Path, output: str | Path | None, plt) -> Plotted:
@@ -136,9 +136,9 @@ def plot_study(folder: Path, output: str | Path | None, plt) -> Plotted:
     try:
         study = json.loads((folder / "tune.json").read_text())
         trials = pd.read_csv(folder / "trials.csv")
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise CheckpointError(f"{folder}: tune.json and trials.csv are not what dltrain tune writes ({error})") from None
-    metric, higher, space = study["metric"], study["direction"] == "maximize", study.get("space", {})
+        metric, higher, space = study["metric"], study["direction"] == "maximize", dict(study.get("space", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CheckpointError(f"{folder}: tune.json and trials.csv are not what dltrain tune writes ({type(error).__name__}: {error})") from None
     trials[metric] = pd.to_numeric(trials.get(metric), errors="coerce")
     shown = trials[trials["state"].isin(["complete", "pruned"]) & trials[metric].notna()]
     panels = 1 + len(space)
@@ -187,19 +187,36 @@ def _picture(output: Path, name: str) -> Path:
         raise DltrainError(f"--output {output}: a folder; give a file name such as {output / name}")
     if output.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         raise DltrainError(f"--output {output}: give a picture file ending in .png (or .svg, .pdf, .jpg)")
-    if output.is_file() and b"Matplotlib" not in output.read_bytes()[:4096]:
-        raise DltrainError(f"--output {output}: the file exists and was not drawn by dltrain plot; dltrain never writes over other files")
+    from dltrain.files import check_output
+
+    check_output(output, "--output", REFUSAL, drawn_by_dltrain)  # before drawing: refused at once
     return output
 
 
-def _save(figure, output: Path, plt) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    picture = io.BytesIO()
-    figure.savefig(picture, format=output.suffix.lower().lstrip(".").replace("jpg", "jpeg"))
-    plt.close(figure)
-    from dltrain.files import write_atomic
+REFUSAL = "was not drawn by dltrain plot"
+MARK = {"dltrain": "plot"}  # a PNG's text chunk: dltrain's picture, wherever it is copied
 
-    write_atomic(output, picture.getvalue(), sync=False)  # whole or not at all
+
+def drawn_by_dltrain(path: Path) -> bool:
+    """Whether a PNG carries the mark that dltrain's pictures carry; or is the picture of a run
+    directory or a tune folder, which dltrain made whole (those of runs from before the mark too)."""
+    path = Path(path)
+    if (path.name == "curves.png" and (path.parent / "config.yaml").is_file()) or (path.name == "tune.png" and (path.parent / "tune.json").is_file()):
+        return True
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and image.text.get("dltrain") == MARK["dltrain"]
+
+
+def _save(figure, output: Path, plt) -> None:
+    picture = io.BytesIO()
+    format = output.suffix.lower().lstrip(".").replace("jpg", "jpeg")
+    figure.savefig(picture, format=format, metadata=MARK if format == "png" else None)
+    plt.close(figure)
+    from dltrain.files import write_output
+
+    write_output(output, picture.getvalue(), "--output", REFUSAL, drawn_by_dltrain, sync=False)  # whole or not at all
 
 
 def leave_curves(run: Path, higher: bool, wait: bool = False) -> subprocess.Popen | None:

@@ -55,17 +55,17 @@ def report(runs: list[str | Path], split: str = "test", output: str | Path | Non
         import matplotlib.pyplot as plt
     except ImportError:
         raise DltrainError("the report draws with matplotlib: pip install 'dltrain[plot]' (or pip install matplotlib)") from None
-    from dltrain.inference import score
+    from dltrain.files import check_output
+    from dltrain.inference import result_name
 
     runs = [Path(r) for r in runs]
     if not runs:
         raise UsageError("give at least one run directory to report on")
-    output = Path(output) if output else (runs[0] / f"report_{split if data is None else Path(data).stem}.html")
+    output = Path(output) if output else (runs[0] / f"report_{result_name(split, data)}.html")
     if output.is_dir():
         raise UsageError(f"--output {output}: a folder; give a file name such as {output / 'report.html'}")
-    if output.is_file() and b"dltrain report" not in output.read_bytes()[:2000]:
-        raise UsageError(f"--output {output}: the file exists and was not written by dltrain report; dltrain never writes over other files")
-    scored = [score(run, split, data) for run in runs]
+    check_output(output, "--output", REFUSAL, written_by_report)  # before the work: refused at once
+    scored = _scored(runs, split, data)
     first = scored[0]
     parts: list[tuple[str, str]] = []
     parts.append(("Metrics", _metrics_table(scored)))
@@ -83,16 +83,47 @@ def report(runs: list[str | Path], split: str = "test", output: str | Path | Non
     names = ", ".join(html.escape(s.loaded.run_dir.name) for s in scored)
     body = "".join(f"<h2>{html.escape(title)}</h2>\n{content}\n" for title, content in parts)
     page = (
-        f"<!DOCTYPE html>\n<!-- dltrain report -->\n<html lang='en'><head><meta charset='utf-8'>"
+        f"{MARK}<html lang='en'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{names}: {html.escape(first.name)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{names}: the {html.escape(first.name)} split, {first.seen.rows} rows</h1>"
         f"<p>{html.escape(str(first.loaded.run_dir))}, written {time.strftime('%Y-%m-%d %H:%M')}</p>\n{body}</body></html>\n"
     )
-    from dltrain.files import write_text
+    from dltrain.files import write_output
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text(output, page, sync=False)
+    write_output(output, page.encode("utf-8"), "--output", REFUSAL, written_by_report, sync=False)
     return Reported(output, len(scored), first.seen.rows, tuple(t for t, _ in parts))
+
+
+MARK = "<!DOCTYPE html>\n<!-- dltrain report -->\n"  # how every report begins
+REFUSAL = "was not written by dltrain report"
+
+
+def written_by_report(path: Path) -> bool:
+    """Whether the file begins as dltrain's reports begin: a report needs no entry in its folder's list."""
+    with open(path, "rb") as handle:
+        return handle.read(len(MARK)) == MARK.encode()
+
+
+def _scored(runs: list[Path], split: str, data: str | Path | None) -> list:
+    """Each run scored; of several runs, one whose checkpoint cannot be loaded is skipped with a
+    warning (one run alone, or none loadable, is the error)."""
+    from dltrain.errors import CheckpointError
+    from dltrain.inference import score
+
+    if len(runs) == 1:
+        return [score(runs[0], split, data)]
+    from dltrain.console import warn
+
+    scored, first_error = [], None
+    for run in runs:
+        try:
+            scored.append(score(run, split, data))
+        except CheckpointError as error:
+            warn(f"skipped {run}: {error}")
+            first_error = first_error or error
+    if not scored:
+        raise first_error
+    return scored
 
 
 # ----- pieces
@@ -127,11 +158,14 @@ def _curves(plt, runs: list[Path], loaded):
 
     monitor = (loaded.recipe.config.get("train") or {}).get("monitor", "val_loss")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    from dltrain.tools.runs import read_history, skipping_damaged
+
     for n, run in enumerate(runs):
-        path = run / "metrics.csv"
-        if not path.is_file():
+        if not (run / "metrics.csv").is_file():
             continue
-        frame = pd.read_csv(path).apply(pd.to_numeric, errors="coerce")
+        frame = skipping_damaged(run, lambda run=run: read_history(run), "no training curves of")
+        if frame is None:
+            continue
         label = run.name if len(runs) > 1 else ""
         colour = f"C{n}"
         left.plot(frame["epoch"], frame["train_loss"], "--", color=colour, label=f"{label} train".strip())

@@ -1,4 +1,9 @@
-"""`dltrain runs`: the runs under a folder, their best results and test metrics, best first."""
+"""`dltrain runs`: the runs under a folder, their best results and test metrics, best first.
+
+Also the readers of a run's files that every tool of many runs shares (`runs`, `plot`, `report`):
+a file that is not what dltrain writes raises `DamagedRun`, and a tool over many runs skips that
+run with a one-line warning instead of failing for all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from dltrain.errors import CheckpointError, first_line
+
+
+class DamagedRun(CheckpointError):
+    """A run folder whose files are not what dltrain writes (truncated, edited, of another tool)."""
 
 
 @dataclass(frozen=True)
@@ -34,54 +45,13 @@ def list_runs(folder: str | Path = "runs") -> list[RunRow]:
         raise UsageError(f"{folder}: no such folder; give the folder that holds the runs (train.out_dir, runs/ by default)")
     rows = []
     for metrics in sorted(folder.glob("*/metrics.csv")) if folder.is_dir() else []:
-        run = metrics.parent
-        try:
-            frame = pd.read_csv(metrics)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
-            continue
-        monitor = _monitor(run)
-        values = frame[monitor] if monitor in frame else pd.Series(dtype=float)
-        values = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
-        best_index = (values.idxmax() if higher_is_better(monitor) else values.idxmin()) if len(values) else None
-        test = {}
-        evaluated = run / "evaluate_test.json"
-        if evaluated.is_file():
-            test = json.loads(evaluated.read_text()).get("metrics", {})
-        rows.append(
-            RunRow(
-                run,
-                run.name,
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(metrics.stat().st_mtime)),
-                len(frame),
-                monitor,
-                float(values[best_index]) if best_index is not None else math.nan,
-                int(frame["epoch"][best_index]) if best_index is not None else None,
-                test,
-            )
-        )
-
+        row = skipping_damaged(metrics.parent, lambda run=metrics.parent: _run_row(run, higher_is_better))
+        if row is not None:
+            rows.append(row)
     for summary in sorted(folder.glob("*/tune.json")) if folder.is_dir() else []:
-        try:
-            study = json.loads(summary.read_text())
-        except (OSError, ValueError):
-            continue
-        best = study.get("best") or {}
-        test = {}
-        if best.get("run") and (Path(best["run"]) / "evaluate_test.json").is_file():
-            test = json.loads((Path(best["run"]) / "evaluate_test.json").read_text()).get("metrics", {})
-        rows.append(
-            RunRow(
-                summary.parent,
-                summary.parent.name,
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.stat().st_mtime)),
-                int(best.get("epochs") or 0),
-                study.get("metric", "val_loss"),
-                float(best["value"]) if best.get("value") is not None else math.nan,
-                best.get("number"),
-                test,
-                int(study.get("ended", 0)),
-            )
-        )
+        row = skipping_damaged(summary.parent, lambda summary=summary: _study_row(summary))
+        if row is not None:
+            rows.append(row)
 
     def order(row: RunRow):
         sign = -1 if higher_is_better(row.monitor) else 1
@@ -90,13 +60,115 @@ def list_runs(folder: str | Path = "runs") -> list[RunRow]:
     return sorted(rows, key=order)
 
 
-def _monitor(run: Path) -> str:
-    config = run / "config.yaml"
-    if config.is_file():
-        import yaml
+def _run_row(run: Path, higher_is_better) -> RunRow:
+    frame = read_history(run)
+    monitor = read_monitor(run)
+    values = frame[monitor] if monitor in frame else pd.Series(dtype=float)
+    values = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
+    best_index = (values.idxmax() if higher_is_better(monitor) else values.idxmin()) if len(values) else None
+    return RunRow(
+        run,
+        run.name,
+        time.strftime("%Y-%m-%d %H:%M", time.localtime((run / "metrics.csv").stat().st_mtime)),
+        len(frame),
+        monitor,
+        float(values[best_index]) if best_index is not None else math.nan,
+        int(frame["epoch"][best_index]) if best_index is not None else None,
+        read_evaluation(run, "test"),
+    )
 
-        try:
-            return ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("monitor", "val_loss")
-        except yaml.YAMLError:
-            pass
-    return "val_loss"
+
+def _study_row(summary: Path) -> RunRow:
+    try:
+        study = json.loads(summary.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedRun(f"{summary}: not the JSON that dltrain tune writes ({first_line(error)})") from None
+    if not isinstance(study, dict) or not isinstance(study.get("best") or {}, dict):
+        raise DamagedRun(f"{summary}: not the summary that dltrain tune writes (a mapping with metric and best)")
+    best = study.get("best") or {}
+    test = read_evaluation(Path(best["run"]), "test") if best.get("run") else {}
+    return RunRow(
+        summary.parent,
+        summary.parent.name,
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.stat().st_mtime)),
+        int(best.get("epochs") or 0),
+        str(study.get("metric", "val_loss")),
+        float(best["value"]) if best.get("value") is not None else math.nan,
+        best.get("number"),
+        test,
+        int(study.get("ended", 0)),
+    )
+
+
+def skipping_damaged(run: Path, read, skipped: str = "skipped"):
+    """`read()`, or None with a one-line warning naming `run` when its files are damaged
+    (`skipped`: what the warning says is left out)."""
+    try:
+        return read()
+    except DamagedRun as error:
+        reason = str(error)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:  # what no check above foresaw
+        reason = f"{type(error).__name__}: {first_line(error)}"
+    from dltrain.console import warn
+
+    warn(f"{skipped} {run}: {reason}")
+    return None
+
+
+# ----- a run's files, read
+
+
+def read_history(run: str | Path) -> pd.DataFrame:
+    """metrics.csv, its values as numbers (nan where not one); DamagedRun when it is not dltrain's."""
+    metrics = Path(run) / "metrics.csv"
+    if not metrics.is_file():
+        raise DamagedRun(f"{run}: no metrics.csv here; is it a run directory with at least one epoch?")
+    try:
+        frame = pd.read_csv(metrics)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        frame = pd.DataFrame()
+    if "epoch" not in frame.columns or "train_loss" not in frame.columns or frame.empty:
+        raise DamagedRun(f"{metrics}: not a metrics.csv that dltrain wrote (it needs the columns epoch and train_loss, one row per epoch)")
+    frame = frame.apply(pd.to_numeric, errors="coerce")
+    if frame["epoch"].isna().any():
+        raise DamagedRun(f"{metrics}: not a metrics.csv that dltrain wrote (its epoch column holds something that is not a number)")
+    return frame
+
+
+def read_monitor(run: str | Path) -> str:
+    """train.monitor of the run's config.yaml (val_loss when not set); DamagedRun when the file is not a config."""
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        return "val_loss"
+    import yaml
+
+    try:
+        value = yaml.safe_load(config.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as error:
+        raise DamagedRun(f"{config}: not readable YAML ({first_line(error)})") from None
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{config}: not a mapping of config keys, as the config.yaml that dltrain fit saves is")
+    train = value.get("train")
+    train = {} if train is None else train
+    if not isinstance(train, dict):
+        raise DamagedRun(f"{config}: train is {train!r}, not a mapping of train keys (epochs, monitor, ...)")
+    monitor = train.get("monitor", "val_loss")
+    if not isinstance(monitor, str):
+        raise DamagedRun(f"{config}: train.monitor is {monitor!r}, not the name of a metric (val_loss, val_accuracy, ...)")
+    return monitor
+
+
+def read_evaluation(run: str | Path, split: str = "test") -> dict:
+    """The metrics of evaluate_<split>.json ({} when not evaluated); DamagedRun when the file is not evaluate's."""
+    path = Path(run) / f"evaluate_{split}.json"
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedRun(f"{path}: not the JSON that dltrain evaluate writes ({first_line(error)}); run dltrain evaluate {run} again") from None
+    metrics = value.get("metrics") if isinstance(value, dict) else None
+    if not isinstance(metrics, dict):
+        raise DamagedRun(f"{path}: no metrics in it, as dltrain evaluate writes them; run dltrain evaluate {run} again")
+    return metrics

@@ -332,7 +332,9 @@ def _work(optuna, study, cfg: LoadedConfig, space: Space, extra: list, folder: P
 
                 with plan.located():
                     shared[key] = prepare(plan.data, plan.loss_entry.name, plan.loss_entry.form)
-            trial.set_user_attr("config", plan.cfg.as_run())
+            from dltrain.data.sources import redact_secrets
+
+            trial.set_user_attr("config", redact_secrets(plan.cfg.as_run()))  # a database's password is never stored
 
             def watch(row: dict) -> bool:
                 value = row.get(space.metric, math.nan)

@@ -53,7 +53,7 @@ class Sink(Protocol):
     """Where the trainer's results go (the run directory)."""
 
     def epoch_row(self, row: dict) -> None: ...
-    def checkpoint(self, state: dict, names: tuple[str, ...]) -> None: ...  # ("best.pt", "last.pt") or ("last.pt",)
+    def checkpoint(self, state: dict, names: tuple[str, ...]) -> None: ...  # ("last.pt", "best.pt") or ("last.pt",), in that order
     def close(self) -> None: ...  # training is over: make what was written durable
 
 
@@ -182,10 +182,10 @@ class Trainer:
                 while self.state.epoch < s.epochs:
                     row = self._epoch()
                     self.state.history.append(row)
+                    self.progress.end_epoch(row)
+                    stop_early = self._after_epoch(row)  # the checkpoints first: metrics.csv never runs ahead of last.pt
                     if self.group.main:
                         self.sink.epoch_row(row)
-                    self.progress.end_epoch(row)
-                    stop_early = self._after_epoch(row)
                     prune = self.watch is not None and self.watch(row)  # told every epoch, the last too
                     if stop_early:
                         return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
@@ -369,7 +369,8 @@ class Trainer:
     def _save(self, best: bool) -> None:
         state = self.state_dict()  # on every rank: it gathers each rank's random states
         if self.group.main:
-            self.sink.checkpoint(state, ("best.pt", "last.pt") if best else ("last.pt",))
+            # last.pt first: a disk that fills before best.pt still leaves this state to resume from
+            self.sink.checkpoint(state, ("last.pt", "best.pt") if best else ("last.pt",))
 
     def _own_state(self) -> dict:
         """What differs between ranks: random states, and what a stopped epoch measured so far."""
