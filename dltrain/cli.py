@@ -6,6 +6,7 @@ Only this module prints errors: a `DltrainError` is one paragraph and exit 2 (no
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import traceback
@@ -56,6 +57,10 @@ def _run(action: Callable[[], object], heavy: str | None = None) -> None:
     except KeyboardInterrupt:
         _print_error("interrupted")
         raise typer.Exit(130) from None
+    except BrokenPipeError:  # standard output's reader stopped (| head): stop as a filter does, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere, not into a second error
+        raise typer.Exit(141) from None
     except OSError as error:  # a path that cannot be made or written (a full disk, a read-only folder)
         if _state["debug"]:
             traceback.print_exc()
@@ -63,10 +68,22 @@ def _run(action: Callable[[], object], heavy: str | None = None) -> None:
         _print_error(f"{where}{error.strerror or error}. Nothing was half-written; give a path where dltrain can write")
         raise typer.Exit(1) from None
     except Exception as error:  # interrupted training arrives as its own type
+        from dltrain.train.distributed import peer_failure
         from dltrain.train.trainer import Interrupted
 
         if isinstance(error, Interrupted):
             raise typer.Exit(128 + error.signum) from None
+        why = peer_failure(error)
+        if why is not None:  # under torchrun: another rank stopped; its own log says why
+            if _state["debug"]:
+                traceback.print_exc()
+            rank = os.environ.get("RANK", "?")
+            _print_error(
+                f"rank {rank}: another process of this torchrun job stopped ({why}), so this one stops too; "
+                "its own lines above say why. last.pt holds the last finished epoch: run the same torchrun "
+                "command with `fit --resume RUN` to go on"
+            )
+            raise typer.Exit(1) from None
         raise
 
 
@@ -201,6 +218,9 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate a whole table file instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the HTML report (dltrain report) beside evaluate's JSON.")] = False,
+    allow_changed_data: Annotated[
+        bool, typer.Option("--allow-changed-data", help="Evaluate the run's own split although its data changed since training (the result says so).")
+    ] = False,
 ) -> None:
     """Score a trained model on its test split (or another), or on a table file."""
 
@@ -212,7 +232,11 @@ def evaluate(
 
         if split not in ("train", "val", "test"):
             raise UsageError(f"--split must be train, val or test, found {split!r}")
-        result = run_evaluate(run, split, data)
+        if allow_changed_data and data is not None:
+            raise UsageError("--allow-changed-data goes with the run's own split: --data FILE is evaluated as it is")
+        if allow_changed_data and with_report:
+            raise UsageError("--report reads the run's data as it was trained: with --allow-changed-data leave out --report (the JSON result says what was evaluated)")
+        result = run_evaluate(run, split, data, allow_changed_data=allow_changed_data)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
         else:
@@ -231,19 +255,30 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="A table of rows to predict (the target may be absent).", show_default=False)],
+    input: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="A table of rows to predict (the target may be absent); image files, a folder or a glob; with --query, an SQLite file or a database url.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions here: CSV, or TSV, Parquet, JSON lines by the suffix (default: CSV on standard output).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per batch.")] = None,
+    query: Annotated[Optional[str], typer.Option("--query", help="Predict the rows of this SQL query on INPUT, a database (passwords as ${VAR} or PGPASSWORD).")] = None,
 ) -> None:
     """Predict a table's rows: a CSV with the id, the prediction and each class's probability."""
 
     def action():
         from dltrain.inference import predict as run_predict
+        from dltrain.inference import predict_chunks
 
-        result = run_predict(run, input, output, batch_size)
-        if output is None:
-            sys.stdout.write(result.to_csv(index=False))
+        if output is None:  # chunk by chunk as they are made: memory holds one chunk
+            for n, chunk in enumerate(predict_chunks(run, input, batch_size, query=query)):
+                sys.stdout.write(chunk.to_csv(index=False, header=n == 0))
+                sys.stdout.flush()
         else:
+            result = run_predict(run, input, output, batch_size, query=query)
             from dltrain.console import note
 
             note(f"{len(result)} predictions written to {output}")

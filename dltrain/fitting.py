@@ -78,12 +78,16 @@ def fit(
     if device is not None:
         overrides.append(f"train.device={device}")
     group = _join_group(overrides if resume is None else [])
+    failed = True
     try:
         if resume is not None:
-            return _resume(Path(resume), overrides, allow_changed_data, progress, group)
-        return _fit_new(config, overrides, out, init_from, progress, group, watch, data, curves)
+            result = _resume(Path(resume), overrides, allow_changed_data, progress, group)
+        else:
+            result = _fit_new(config, overrides, out, init_from, progress, group, watch, data, curves)
+        failed = False
+        return result
     finally:
-        leave()
+        leave(failed)
 
 
 def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group: Group, watch=None, data: Prepared | None = None, curves: bool = True) -> FitResult:
@@ -224,15 +228,15 @@ def _restore_best(run_path: Path, last: checkpoint.Checkpoint) -> None:
 def _training_data(run_path: Path, recipe: Recipe, plan: Plan, allow_changed_data: bool) -> Prepared:
     """The run's own splits, encoded with its own encoders: the data must still be there, and the same."""
 
-    def changed(label: str) -> None:
+    def changed(what: str) -> None:
         if not allow_changed_data:
             raise DataError(
-                f"cannot resume {run_path}: its data changed since it was trained ({label} has other content "
-                "now). --resume continues on the data the run began with: put that back, start a new run from "
-                f"these weights (dltrain fit CONFIG --init-from {run_path}), or give --allow-changed-data to "
-                "continue on the changed data, with the rows each split had"
+                f"cannot resume {run_path}: its data changed since it was trained ({what}). --resume continues "
+                "on the data the run began with: put that back, start a new run from these weights (dltrain fit "
+                f"CONFIG --init-from {run_path}), or give --allow-changed-data to continue on the changed data, "
+                "with the rows each split had"
             )
-        warn(f"the data of {run_path} changed since it was trained ({label}): continuing on it, with the rows each split had (--allow-changed-data)")
+        warn(f"the data of {run_path} changed since it was trained ({what}): continuing on it, with the rows each split had (--allow-changed-data)")
 
     info = recipe.data
     splits = rebuild(info, recipe.schema, plan.loss_entry.form, ("train", "val"), plan.data.in_memory, changed)

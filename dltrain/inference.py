@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import io
+import itertools
 import math
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +14,13 @@ import pandas as pd
 import torch
 
 from dltrain.checkpoint import LoadedRun, load_run
-from dltrain.console import warn
+from dltrain.console import collecting, warn
 from dltrain.data.batches import TensorSplit
 from dltrain.data.encoders import keys
 from dltrain.data.media import list_items
 from dltrain.data.prepare import missing_files, rebuild
 from dltrain.data.schema import encode_target
-from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_table
+from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_chunks, read_table
 from dltrain.errors import DataError, UsageError
 from dltrain.files import check_output, json_pieces, write_output
 from dltrain.train import metrics as metric_registry
@@ -26,13 +28,21 @@ from dltrain.train.trainer import Seen, infer
 
 
 def read_input(path: str | Path) -> pd.DataFrame:
+    """A table file given on the command line, read whole."""
+    return read_table(_input_source(path))
+
+
+def _input_source(path: str | Path) -> ResolvedSource:
+    """A table file given on the command line, as a source (checked to exist and to be a table)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     kind = kind_of(path)
-    if kind is None or kind == "sql":
+    if kind == "sql":
+        raise UsageError(f"{path}: an SQLite database; say which rows to predict with --query 'SELECT ... FROM table'")
+    if kind is None:
         raise DataError(f"{path}: expected a table file ending in {', '.join(sorted(k for k, v in EXTENSIONS.items() if v != 'sql'))}")
-    return read_table(ResolvedSource(kind, path=str(path.resolve())))
+    return ResolvedSource(kind, path=str(path.resolve()))
 
 
 @dataclass
@@ -41,12 +51,15 @@ class Evaluation:
     rows: int
     metrics: dict[str, float]
     confusion: dict | None
-    path: Path  # the JSON file written
+    path: Path | None  # the JSON file written (None: the run directory could not be written)
+    data_changed: bool = False  # the run's own split, read from data that changed since training (--allow-changed-data)
 
     def to_dict(self) -> dict:
         data = {"split": self.split, "rows": self.rows, "metrics": self.metrics}
         if self.confusion is not None:
             data["confusion_matrix"] = self.confusion
+        if self.data_changed:
+            data["data_changed"] = True
         return data
 
 
@@ -62,15 +75,21 @@ class Scored:
     metrics: dict[str, float]
     confusion: dict | None
     data: Path | None = None  # the labelled file scored, when not the run's own split
+    data_changed: bool = False  # the own split's data changed since training, and --allow-changed-data took it
 
 
-def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | None = None, batch_size: int | None = None) -> Scored:
-    """The metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`."""
+def score(
+    run: str | Path | LoadedRun, split: str = "test", data: str | Path | None = None, batch_size: int | None = None, allow_changed_data: bool = False
+) -> Scored:
+    """The metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`.
+
+    The own split of data that changed since training is refused (DataError) unless `allow_changed_data`."""
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    data_changed = False
     if data is not None:
         rows, name = _labelled_rows(loaded, data), Path(data).stem
     else:
-        rows, name = _own_split(loaded, split), split
+        (rows, data_changed), name = _own_split(loaded, split, allow_changed_data), split
     if len(rows) == 0:
         raise DataError(f"no rows to evaluate in {data or split}")
     seen = infer(
@@ -85,18 +104,25 @@ def score(run: str | Path | LoadedRun, split: str = "test", data: str | Path | N
     confusion = None
     if loaded.task.is_classification:
         confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
-    return Scored(loaded, name, rows, seen, outcome, metrics, confusion, Path(data) if data is not None else None)
+    return Scored(loaded, name, rows, seen, outcome, metrics, confusion, Path(data) if data is not None else None, data_changed)
 
 
 def evaluate(
-    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None
+    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None, allow_changed_data: bool = False
 ) -> Evaluation:
     """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`;
-    written to evaluate_<split>.json in the run directory (evaluate_<result_name>.json for a file)."""
-    scored = score(run, split, data, batch_size)
+    written to evaluate_<split>.json in the run directory (evaluate_<result_name>.json for a file).
+
+    The own split of data that changed since training is refused unless `allow_changed_data`; the
+    result then says "data_changed": true."""
+    scored = score(run, split, data, batch_size, allow_changed_data)
     out = scored.loaded.run_dir / f"evaluate_{result_name(split, data)}.json"
-    result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out)
-    write_output(out, json_pieces(_json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
+    result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out, scored.data_changed)
+    try:
+        write_output(out, json_pieces(_json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
+    except OSError as error:  # a read-only or full run directory: the figures are still the answer asked for
+        warn(f"{out} was not written ({error.strerror or error}): the result is shown, not kept in the run")
+        result.path = None
     return result
 
 
@@ -105,7 +131,7 @@ def _an_evaluation(path: Path) -> bool:
     import json
 
     keys = set(json.loads(path.read_text()))
-    return {"split", "rows", "metrics"} <= keys <= {"split", "rows", "metrics", "confusion_matrix"}
+    return {"split", "rows", "metrics"} <= keys <= {"split", "rows", "metrics", "confusion_matrix", "data_changed"}
 
 
 SPLITS = ("train", "val", "test")
@@ -136,18 +162,31 @@ def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
     return TensorSplit(x, y[torch.from_numpy(readable)], np.asarray(table.index)[readable])  # rows of the file as read
 
 
-def _own_split(loaded: LoadedRun, split: str) -> TensorSplit:
-    """The run's own split, read again from the data it was trained on (the rows data.json records)."""
+def _own_split(loaded: LoadedRun, split: str, allow_changed_data: bool = False) -> tuple[TensorSplit, bool]:
+    """The run's own split, read again from the data it was trained on (the rows data.json records),
+    and whether that data changed since (only with `allow_changed_data`: else that is a DataError)."""
     info = loaded.recipe.data
     if split not in info["indices"] or len(info["indices"][split]) == 0:
         present = ", ".join(s for s, rows in info["indices"].items() if len(rows))
         raise UsageError(f"this run has no {split} split (it has: {present}); use --split or --data FILE")
+    found: list[str] = []
 
-    def changed(label: str) -> None:
+    def changed(what: str) -> None:
+        # the split is a list of row positions: in changed data they hold other rows, and metrics on
+        # them would be wrong with nothing but a warning to say so
+        if not allow_changed_data:
+            raise DataError(
+                f"cannot evaluate the {split} split of {loaded.run_dir}: its data changed since it was trained "
+                f"({what}). The run records the positions of each split's rows, which now hold other rows. "
+                "Put the data the run was trained on back; or evaluate a table that has the target column with "
+                "--data FILE; or give --allow-changed-data to evaluate those positions of the data as it is now "
+                '(the result then says "data_changed": true)'
+            )
         warn(
-            f"the data of this run changed since it was trained ({label}): the recorded rows of each "
-            "split are used, but they may not hold what they held then"
+            f"the data of this run changed since it was trained ({what}): evaluating the recorded rows of the "
+            f'{split} split of the data as it is now (--allow-changed-data); the result says "data_changed": true'
         )
+        found.append(what)
 
     gone = missing_files(info)
     if gone:
@@ -155,7 +194,38 @@ def _own_split(loaded: LoadedRun, split: str) -> TensorSplit:
             f"the {split} split of this run is read from the data it was trained on, and {', '.join(gone)} is gone "
             "(not found): evaluate a table that has the target column with --data FILE"
         )
-    return rebuild(info, loaded.schema, loaded.task.form, (split,), changed=changed)[split]
+    rows = rebuild(info, loaded.schema, loaded.task.form, (split,), changed=changed)[split]
+    return rows, bool(found)
+
+
+CHUNK_ROWS = 50_000  # rows read, encoded and predicted at a time: memory holds one chunk, never the whole table
+
+
+def _query_source(input: str | Path, query: str) -> ResolvedSource:
+    """The rows of `query` on an SQLite file or a database url (a password as ${VAR}, or from the
+    driver's variable such as PGPASSWORD), read in the order the query gives them."""
+    text = str(input)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        return ResolvedSource("sql", url=text, query=query, order="query")
+    path = Path(input)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (--query reads an SQLite file, or a database url such as postgresql://user@host/db)")
+    return ResolvedSource("sql", url=f"sqlite:///{path.resolve()}", query=query, order="query")
+
+
+def _input_chunks(loaded: LoadedRun, input: str | Path | pd.DataFrame, rows: int, query: str | None = None) -> tuple[Iterator[pd.DataFrame], str]:
+    """The rows to predict, `rows` at a time, and how messages name them: a table file read chunk by
+    chunk (a JSON array is read whole), the rows of an SQL query as the database sends them, a
+    DataFrame in slices, or image paths made into the table the model expects."""
+    if query is not None:
+        if isinstance(input, pd.DataFrame):
+            raise UsageError("a query reads a database: give its url or SQLite file as the input, not a DataFrame")
+        source = _query_source(input, query)
+        return read_chunks(source, rows), source.label
+    if isinstance(input, pd.DataFrame) or (loaded.schema.files is not None and kind_of(Path(input)) is None):
+        table, label = _input_table(loaded, input)
+        return (table.iloc[start : start + rows] for start in range(0, max(len(table), 1), rows)), label
+    return read_chunks(_input_source(input), rows), str(input)
 
 
 def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -181,31 +251,157 @@ def _json_safe(value):
     return value
 
 
+class _Tally:
+    """The warnings of every chunk, said once at the end with their counts added up: "column 'x' has
+    7 value(s) that training never saw" once for the table, not once a chunk. Messages that differ
+    only in their count and their examples (in parentheses) are the same warning; the first
+    chunk's examples are shown."""
+
+    # the count of a counted warning: a number before "value(s)", "cell(s) of text", "infinite value(s)", "image(s)"
+    _COUNT = re.compile(r"\b\d+(?= (?:[A-Za-z]+ )?[A-Za-z]+\(s\))")
+    _EXAMPLES = re.compile(r"\([^()]*\)")
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str, int]] = {}  # the warning without count and examples -> its first message, the total
+
+    def add(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            count = self._COUNT.search(message)
+            key = message if count is None else self._EXAMPLES.sub("", message[: count.start()] + message[count.end() :])
+            first, total = self.found.get(key, (message, 0))
+            self.found[key] = (first, total + (int(count[0]) if count else 0))
+
+    def say(self) -> None:
+        for message, total in self.found.values():
+            count = self._COUNT.search(message)
+            warn(message if count is None else message[: count.start()] + str(total) + message[count.end() :])
+        self.found.clear()
+
+
+def _predictions(
+    loaded: LoadedRun, input: str | Path | pd.DataFrame, batch_size: int | None, rows: int, tally: _Tally, query: str | None = None
+) -> Iterator[pd.DataFrame]:
+    """The predictions of the input's rows, chunk by chunk, in the input's order; the chunks'
+    warnings go to `tally`."""
+    chunks, label = _input_chunks(loaded, input, rows, query)
+    for chunk in chunks:
+        said: list[str] = []
+        try:
+            with collecting() as said:
+                x, readable = loaded.schema.encode_inputs(chunk, label, new=True)
+        finally:
+            tally.add(said)
+        yield decode_outputs(loaded, chunk[readable], run_model(loaded, x, batch_size))
+
+
+@dataclass
+class Written:
+    """What `predict` with an output returns: the file and its row count, never the rows themselves."""
+
+    path: Path
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+
 def predict(
-    run: str | Path, input: str | Path | pd.DataFrame, output: str | Path | None = None, batch_size: int | None = None
-) -> pd.DataFrame:
+    run: str | Path,
+    input: str | Path | pd.DataFrame,
+    output: str | Path | None = None,
+    batch_size: int | None = None,
+    chunk_rows: int | None = None,
+    query: str | None = None,
+) -> pd.DataFrame | Written:
     """Predictions for a table (without its target), or for image files, a folder of them or a glob.
 
-    The CSV has the id column (or the file path), `prediction`, and `prob_<class>` per class.
+    The rows are read, encoded and predicted `chunk_rows` (CHUNK_ROWS) at a time. Without `output`
+    the predictions are returned as one DataFrame: the id column (or the file path), `prediction`,
+    and `prob_<class>` per class. With `output` they are written there chunk by chunk as they come
+    (CSV, or TSV, Parquet, JSON lines by the suffix), so memory holds one chunk however long the
+    table is, and the file appears whole or not at all; what is returned is then a `Written`.
+
+    With `query`, the input is an SQLite file or a database url, and the rows are the query's, in
+    its order, fetched `chunk_rows` at a time.
     """
     if output is not None:
         output = _output_path(output, input)
     loaded = load_run(run)
-    table, label = _input_table(loaded, input)
-    x, readable = loaded.schema.encode_inputs(table, label, new=True)
-    outputs = run_model(loaded, x, batch_size)
-    result = decode_outputs(loaded, table[readable], outputs)
-    if output is not None:
-        if output.suffix.lower() == ".parquet":
-            buffer = io.BytesIO()
-            result.to_parquet(buffer, index=False)
-            data = buffer.getvalue()
-        elif output.suffix.lower() in (".json", ".jsonl"):
-            data = result.to_json(orient="records", lines=True).encode()
-        else:
-            data = result.to_csv(index=False, sep="\t" if output.suffix.lower() == ".tsv" else ",").encode()
-        write_output(output, data, "--output", _NOT_AN_OUTPUT)
-    return result
+    tally = _Tally()
+    try:
+        frames = _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)
+        if output is None:
+            found = list(frames)
+            return found[0] if len(found) == 1 else pd.concat(found, ignore_index=True)
+        return Written(output, _write_predictions(output, frames))
+    finally:
+        tally.say()
+
+
+def predict_chunks(
+    run: str | Path, input: str | Path | pd.DataFrame, batch_size: int | None = None, chunk_rows: int | None = None, query: str | None = None
+) -> Iterator[pd.DataFrame]:
+    """The predictions of `predict`, one DataFrame per chunk of `chunk_rows` input rows, as they are
+    made: memory holds one chunk, whatever the length of the input (predict to standard output)."""
+    loaded = load_run(run)
+    tally = _Tally()
+    try:
+        yield from _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)
+    finally:
+        tally.say()
+
+
+def _write_predictions(output: Path, frames: Iterator[pd.DataFrame]) -> int:
+    """Write the predictions to `output` as they come, through write_output (a temporary file beside
+    it, renamed when complete); returns the rows written."""
+    first = next(frames)  # the first chunk is read and predicted before the file is begun: a bad input writes nothing
+    rows = 0
+
+    def counted() -> Iterator[pd.DataFrame]:
+        nonlocal rows
+        for frame in itertools.chain([first], frames):
+            rows += len(frame)
+            yield frame
+
+    def parquet(path: Path) -> None:
+        _write_parquet(path, counted(), output)
+
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        data = parquet
+    elif suffix in (".json", ".jsonl"):
+        data = (frame.to_json(orient="records", lines=True).encode() for frame in counted() if len(frame))
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        data = (frame.to_csv(index=False, header=n == 0, sep=sep).encode() for n, frame in enumerate(counted()))
+    write_output(output, data, "--output", _NOT_AN_OUTPUT)
+    return rows
+
+
+def _write_parquet(path: Path, frames: Iterator[pd.DataFrame], output: Path) -> None:
+    """One Parquet file, a row group per chunk, every chunk in the first chunk's column types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, schema, done = None, None, 0
+    try:
+        for frame in frames:
+            try:
+                table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
+                raise DataError(
+                    f"--output {output}: predictions {done + 1}-{done + len(frame)} cannot be written in the column types of "
+                    f"the ones before ({error}); a Parquet column holds one type. Write CSV (an --output ending in .csv), "
+                    "or give the column one type"
+                ) from None
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table)
+            done += len(frame)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def run_model(loaded: LoadedRun, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

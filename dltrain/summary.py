@@ -150,7 +150,8 @@ def print_evaluation(evaluation) -> None:
         for label, row in zip(labels, evaluation.confusion["matrix"]):
             matrix.add_row(label, *map(str, row))
         console.print(matrix)
-    console.print(f"written: {evaluation.path}")
+    if evaluation.path is not None:
+        console.print(f"written: {evaluation.path}")
 
 
 def print_layers() -> None:

@@ -313,7 +313,9 @@ def test_evaluate_on_a_file_and_warns_when_the_data_changed(workdir, cli):
     table.loc[0, "sepal_length"] = 9.9
     table.to_csv(workdir / "data" / "iris.csv", index=False)
     changed = cli("evaluate", "r")
-    assert changed.code == 0 and "the data of this run changed since it was trained" in changed.stderr
+    assert changed.code == 2 and "its data changed since it was trained" in changed.stderr
+    allowed = cli("evaluate", "r", "--allow-changed-data")
+    assert allowed.code == 0 and "the data of this run changed since it was trained" in allowed.stderr
     missing = cli("evaluate", "r", "--split", "train", "--data", "nowhere.csv")
     assert missing.code == 2 and "nowhere.csv: file not found" in missing.stderr
 

@@ -294,3 +294,58 @@ def test_resuming_a_checkpoint_missing_a_key_is_exit_2(workdir, cli, key):
         torch.save(state, workdir / "r" / name)
     result = cli("fit", "--resume", "r", "train.epochs=2")
     assert result.code == 2 and "damaged" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_killed_torchrun_rank_stops_the_other_with_one_line(workdir):
+    """The surviving rank says in a line that its peer stopped, instead of gloo's tracebacks."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dltrain", "fit", "configs/iris.yaml", "train.epochs=100000", "--out", "r"]
+    job = subprocess.Popen(command, cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not ((workdir / "r" / "metrics.csv").is_file() and len((workdir / "r" / "metrics.csv").read_text().splitlines()) > 3):
+            time.sleep(0.2)
+        ranks = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "dltrain fit"], capture_output=True, text=True).stdout.split()
+        if not ranks:  # torchrun's workers are children of its elastic agent
+            agents = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+            ranks = [p for a in agents for p in subprocess.run(["pgrep", "-P", a], capture_output=True, text=True).stdout.split()] or agents
+        assert len(ranks) >= 2, ranks
+        os.kill(int(sorted(ranks, key=int)[-1]), signal.SIGKILL)  # the last rank
+        output, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0
+    assert "another process of this torchrun job stopped" in output, output[-3000:]
+    assert "[rank0]: Traceback" not in output
+
+
+@pytest.mark.parametrize("how", ["file size limit", "read-only folder"])
+def test_evaluate_prints_its_result_when_the_run_cannot_be_written(workdir, cli, how):
+    """A run on a read-only or full disk: the figures asked for are printed, with a warning that
+    evaluate_test.json was not kept, and nothing half-written is left."""
+    assert cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "r").code == 0
+    run = workdir / "r"
+    if how == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder; the file size limit stands for it")
+        run.chmod(0o555)
+
+    def limit():
+        if how == "file size limit":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # every write of a byte fails (EFBIG)
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "dltrain", "evaluate", "r", "--json"],
+            cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120, preexec_fn=limit,
+        )
+    finally:
+        run.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["split"] == "test" and printed["rows"] > 0 and 0 <= printed["metrics"]["accuracy"] <= 1
+    assert "evaluate_test.json was not written" in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (run / "evaluate_test.json").exists() and not list(run.glob(".*.tmp"))

@@ -197,7 +197,7 @@ def test_two_processes_share_one_study_and_a_killed_one_is_rerun(tmp_path):
             running = [t for t in _study(tmp_path).get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == first.pid]
         except Exception:  # the study not made yet
             continue
-        if running and list(Path(running[0].user_attrs["run"]).glob("metrics.csv")):
+        if running and "run" in running[0].user_attrs and list(Path(running[0].user_attrs["run"]).glob("metrics.csv")):
             first.send_signal(signal.SIGKILL)
             killed = running[0].number
     assert killed is not None, "the first process never ran a trial"

@@ -10,7 +10,7 @@ encode every split once into tensors (in memory) or hand it to a stream that enc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,9 @@ from dltrain.data.encoders import (
 )
 from dltrain.data.media import FileColumn, path_list
 from dltrain.data.schema import DataSchema, encode_target
-from dltrain.data.sources import Fingerprint, ResolvedSource
+from dltrain.data.sources import Fingerprint, ResolvedSource, sql_order
 from dltrain.data.split import split_by_column, split_by_ratios
-from dltrain.data.tables import ChunkedTable, WholeTable, fingerprint, open_table
+from dltrain.data.tables import ChunkedTable, WholeTable, fingerprint, open_table, split_file_fingerprints
 from dltrain.errors import DataError
 from dltrain.task import STANDARDIZED, TARGET_TYPES, ZERO_ONE, InputSpec
 
@@ -107,9 +107,11 @@ def prepare(spec: DataSpec, loss: str, form: str) -> Prepared:
     encoders, digest = _fit_inputs(plan, table, split.rows, reports, spec.on_error, spec.cache)
     schema = _schema(spec, encoders, split.target, reports, label)
     splits, skipped = make_splits(table, schema, split.targets(labels[spec.target.name], form))
+    files = None
     if schema.files is not None:
         fit_statistics(schema.files, splits["train"])  # the training files give the normalization
-    return Prepared(splits, schema, split.info(spec.sources, digest, splits, skipped), reports)
+        files = split_file_fingerprints(table, schema.files.column, {name: s.rows for name, s in splits.items()})
+    return Prepared(splits, schema, split.info(spec.sources, digest, files, splits, skipped), reports)
 
 
 def make_splits(table: WholeTable | ChunkedTable, schema: DataSchema, targets: dict[str, tuple[torch.Tensor, np.ndarray]]) -> tuple[dict, int]:
@@ -137,38 +139,79 @@ def make_splits(table: WholeTable | ChunkedTable, schema: DataSchema, targets: d
     return splits, skipped
 
 
+FINGERPRINT_VERSION = 2  # 1: the table's rows alone; 2: also the bytes of the files a file column names, per split
+
+
 def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], in_memory: bool = True, changed: Callable[[str], None] | None = None) -> dict:
     """The splits `names` of a run, from the sources and rows its data.json records, encoded with its
     own encoders (evaluate on its test split, --resume).
 
-    `changed(label)` is called when the data's content differs from what the run trained on.
+    `changed(what)` is called, with what differs, when the data's content is not what the run trained
+    on: the table's rows, or (runs that recorded them) the bytes of the files of these splits.
     """
     table = open_table(recorded_sources(info), in_memory)
-    if changed is not None and fingerprint(table) != info["fingerprint"]:
-        changed(table.label)
+    recorded = {name: np.asarray(info["indices"].get(name, []), dtype=np.int64) for name in names}
+    if changed is not None and (what := _what_changed(info, table, schema, recorded)) is not None:
+        changed(what)
     target = schema.target.column
     labels = table.columns([target])
     if target not in labels.columns:
         raise DataError(f"{table.label} has no column '{target}' any more")
     targets = {}
     for name in names:
-        indices = np.asarray(info["indices"].get(name, []), dtype=np.int64)
+        indices = recorded[name]
         if len(indices) and indices.max() >= len(labels):
             raise DataError(
                 f"the {name} split of this run has rows up to {int(indices.max())}, but {table.label} "
-                f"now has {len(labels)} rows: the data changed; evaluate it with --data FILE instead"
+                f"now has {len(labels)} rows: the data changed and those rows are gone. Put the data the run "
+                "was trained on back, or evaluate a table that has the target column with --data FILE"
             )
         y, known = encode_target(schema.target, labels[target].iloc[indices], form)
         targets[name] = (y[torch.from_numpy(np.array(known, dtype=bool))], indices[known])
     return make_splits(table, schema, targets)[0]
 
 
+def _what_changed(info: dict, table: WholeTable | ChunkedTable, schema: DataSchema, indices: dict[str, np.ndarray]) -> str | None:
+    """What differs from the data a run trained on, in words; None when nothing does."""
+    now = fingerprint(table)
+    if now.result() != info["fingerprint"]:
+        then = info.get("table_rows")
+        if then is None:
+            counts = f"{now.rows} rows now"
+        elif then != now.rows:
+            counts = f"{now.rows} rows now, {then} when it was trained: rows were added or removed"
+        else:
+            counts = f"{now.rows} rows, as then, but other values or another order: a split's recorded rows are other rows now"
+        return f"{table.label} has other content now ({counts})"
+    recorded = info.get("file_fingerprints") if info.get("fingerprint_version", 1) >= 2 else None
+    files = schema.files
+    if not recorded or files is None:
+        return None
+    wanted = {name: rows for name, rows in indices.items() if name in recorded and len(rows) and rows.max() < now.rows}
+    differ = [name for name, digest in split_file_fingerprints(table, files.column, wanted).items() if digest != recorded[name]]
+    if not differ:
+        return None
+    return (
+        f"the {files.type} files of the {' and '.join(differ)} split{'s' if len(differ) > 1 else ''} (column "
+        f"'{files.column}' of {table.label}) have other content now, under the same names: rewritten, replaced "
+        "or removed since it was trained"
+    )
+
+
 def recorded_sources(info: dict) -> dict[str, ResolvedSource]:
-    """The sources a run's data.json records, as open_table takes them."""
+    """The sources a run's data.json records, as open_table takes them (an sql source of a run
+    recorded before dltrain imposed an order is read in the order it was read then)."""
     described = info["source"]
     if "files" in described:
-        return {name: ResolvedSource.from_dict(d) for name, d in described["files"].items()}
-    return {"": ResolvedSource.from_dict(described)}
+        return {name: _recorded(d) for name, d in described["files"].items()}
+    return {"": _recorded(described)}
+
+
+def _recorded(described: dict) -> ResolvedSource:
+    source = ResolvedSource.from_dict(described)
+    if source.type == "sql" and source.order is None:
+        return replace(source, order="query")
+    return source
 
 
 def missing_files(info: dict) -> list[str]:
@@ -177,10 +220,14 @@ def missing_files(info: dict) -> list[str]:
 
 
 def _described(sources: dict[str, ResolvedSource]) -> dict:
-    """open_table's sources as data.json records them."""
+    """open_table's sources as data.json records them: an sql source with the order its rows were read in."""
+
+    def described(source: ResolvedSource) -> dict:
+        return {**source.to_dict(), "order": sql_order(source)} if source.type == "sql" else source.to_dict()
+
     if "" in sources:
-        return sources[""].to_dict()
-    return {"files": {name: source.to_dict() for name, source in sources.items()}}
+        return described(sources[""])
+    return {"files": {name: described(source) for name, source in sources.items()}}
 
 
 @dataclass
@@ -244,21 +291,26 @@ class LabelsAndSplit:
             out[name] = (y, indices)
         return out
 
-    def info(self, sources: dict[str, ResolvedSource], digest: str, splits: dict, skipped: int) -> dict:
-        """What data.json holds."""
-        return {
+    def info(self, sources: dict[str, ResolvedSource], digest: Fingerprint, files: dict[str, str] | None, splits: dict, skipped: int) -> dict:
+        """What data.json holds. `files`: the hash of each split's files, where the input is a file column."""
+        info = {
             "source": _described(sources),
-            "fingerprint": digest,
+            "fingerprint": digest.result(),
+            "fingerprint_version": FINGERPRINT_VERSION,
+            "table_rows": digest.rows,
             "rows": {name: len(s) for name, s in splits.items()},
             "dropped": {"missing_target": self.dropped, "unseen_target": self.unseen, "unreadable": skipped},
             # tensors: 8 bytes a row in memory and in checkpoints; data.json writes them as lists
             "indices": {name: torch.from_numpy(np.asarray(s.rows, dtype=np.int64)) for name, s in splits.items()},
         }
+        if files is not None:
+            info["file_fingerprints"] = files
+        return info
 
 
 def _fit_inputs(
     plan: list[tuple[str, str, dict]], table, rows: dict[str, np.ndarray], reports: list[ColumnReport], on_error: str, use_cache: bool = True
-) -> tuple[list[Encoder], str]:
+) -> tuple[list[Encoder], Fingerprint]:
     """One pass over the table: each input encoder accumulates the training rows of each chunk, the
     missing values of the rows in use are counted, and the content is hashed (data.json's fingerprint).
     `use_cache`: file columns may read their files' headers from the cache (data.cache)."""
@@ -286,7 +338,7 @@ def _fit_inputs(
         cls.fit_finish(name, state, options, on_error, use_cache) if issubclass(cls, FileColumn) else cls.fit_finish(name, state, options, on_error)
         for (name, cls, options), state in zip(classes, states)
     ]
-    return encoders, hashing.result()
+    return encoders, hashing
 
 
 def _schema(spec: DataSpec, encoders: list, target: Encoder, reports: list, label: str) -> DataSchema:

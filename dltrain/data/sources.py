@@ -41,6 +41,10 @@ class ResolvedSource:
     path: str | None = None
     url: str | None = None
     query: str | None = None
+    # sql: the order rows are read in, which row positions (a run's splits) rely on. None: dltrain's
+    # own (sql_order); "columns": ORDER BY every column; "query": as the query or the database gives
+    # them, as runs recorded before dltrain imposed an order were read
+    order: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -171,14 +175,67 @@ def _folder_reader(kind: str) -> Callable[[ResolvedSource], pd.DataFrame]:
     return read
 
 
+def sql_order(source: ResolvedSource) -> str:
+    """How an sql source's rows are ordered: "query" where its query ends in an ORDER BY of its own
+    (or a run recorded it so), else "columns": ORDER BY every column, since a database returns rows
+    in whatever order it finds them (PostgreSQL's changes after an UPDATE that changes nothing).
+    A statement that is no SELECT (a PRAGMA) cannot be a subquery: it is read as it is, "query"."""
+    query = source.query or ""
+    if source.order == "query" or _ends_in_order_by(query) or not re.match(r"\s*\(*\s*(select|with|values)\b", query, re.I):
+        return "query"
+    return "columns"
+
+
+def _bare(query: str) -> str:
+    return query.strip().rstrip(";").rstrip()
+
+
+def _ends_in_order_by(query: str) -> bool:
+    """Whether the query's own last clause is an ORDER BY (not one inside a subquery or a window)."""
+    text = _bare(query).lower()
+    found = [m.end() for m in re.finditer(r"\border\s+by\b", text)]
+    if not found:
+        return False
+    tail = text[found[-1] :]
+    return tail.count("(") == tail.count(")")  # "order by a) as x": it closes a subquery
+
+
+def _ordered(query: str, width: int) -> str:
+    """The query with its rows in one order: by every column, by position (portable across databases)."""
+    return f"SELECT * FROM ({_bare(query)}) AS dltrain_rows ORDER BY {', '.join(str(i + 1) for i in range(width))}"
+
+
+def _probe(query: str) -> str:
+    return f"SELECT * FROM ({_bare(query)}) AS dltrain_rows LIMIT 0"
+
+
+def _sqlite_query(source: ResolvedSource, connection: sqlite3.Connection) -> str:
+    if sql_order(source) == "query":
+        return source.query
+    return _ordered(source.query, len(connection.execute(_probe(source.query)).description))
+
+
+_ORDER_HINT = (
+    "; dltrain reads rows in one fixed order (ORDER BY every column) so that a run's rows stay the same "
+    "rows: end the query with an ORDER BY of your own (ORDER BY id) to choose the order"
+)
+
+
 def _read_sql(source: ResolvedSource) -> pd.DataFrame:
+    return next(_sql_frames(source, None))
+
+
+def _sql_frames(source: ResolvedSource, rows: int | None) -> Iterator[pd.DataFrame]:
+    """The query's rows: in one DataFrame (`rows` None), or `rows` at a time as the database sends
+    them (a server-side cursor where the driver has one: psycopg; others buffer the result)."""
     url = source.url or f"sqlite:///{source.path}"
     if url.startswith("sqlite:///"):
         database = Path(url[len("sqlite:///") :])
         # read-only: a query can never change the user's database
         connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
-            return pd.read_sql_query(source.query, connection)
+            found = pd.read_sql_query(_sqlite_query(source, connection), connection, chunksize=rows)
+            yield from ([found] if rows is None else found)
         except (sqlite3.Error, pd.errors.DatabaseError) as error:
             tables = [r[0] for r in connection.execute("select name from sqlite_master where type in ('table','view')")]
             raise DataError(
@@ -187,6 +244,7 @@ def _read_sql(source: ResolvedSource) -> pd.DataFrame:
             ) from None
         finally:
             connection.close()
+        return
     if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
         raise DataError(
             f"{url!r} is not a database url: expected dialect://..., like sqlite:///data/my.db or "
@@ -204,12 +262,22 @@ def _read_sql(source: ResolvedSource) -> pd.DataFrame:
     real = connect_url(url)
     try:
         with sqlalchemy.create_engine(real).connect() as connection:
-            return pd.read_sql_query(sqlalchemy.text(source.query), connection)
+            query = source.query
+            if sql_order(source) == "columns":
+                query = _ordered(query, len(connection.execute(sqlalchemy.text(_probe(query))).keys()))
+            if rows is None:
+                yield pd.read_sql_query(sqlalchemy.text(query), connection)
+            else:
+                yield from pd.read_sql_query(sqlalchemy.text(query), connection.execution_options(stream_results=True), chunksize=rows)
+    except GeneratorExit:
+        raise
     except Exception as error:  # drivers raise their own types; their messages may quote the url
         said = _scrubbed(first_line(error), real, url)
         hint = ""
         if _USERINFO.match(url) and any(word in said.lower() for word in ("password", "authentication")):
             hint = f" (the password comes from {_password_source(url)})"
+        elif sql_order(source) == "columns" and "order" in said.lower():
+            hint = _ORDER_HINT
         raise DataError(f"{redact_url(url)} ({source.query}): cannot read it as sql: {said}{hint}", key=("data", "source", "url")) from None
 
 
@@ -468,18 +536,8 @@ def _chunks_jsonl(source: ResolvedSource, rows: int, columns: list[str] | None) 
 
 
 def _chunks_sql(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
-    database = Path(source.url[len("sqlite:///") :]) if source.url.startswith("sqlite:///") else None
-    if database is None:  # other databases: one read (streaming them needs the driver's own cursor)
-        table = _read_sql(source)
-        for start in range(0, len(table), rows):
-            yield table.iloc[start : start + rows][columns] if columns else table.iloc[start : start + rows]
-        return
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        for chunk in pd.read_sql_query(source.query, connection, chunksize=rows):
-            yield chunk[columns] if columns else chunk
-    finally:
-        connection.close()
+    for chunk in _sql_frames(source, rows):
+        yield chunk[columns] if columns else chunk
 
 
 def _chunks_whole(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
@@ -553,8 +611,10 @@ class Fingerprint:
 
     def __init__(self, columns: list[str]):
         self.digest = hashlib.sha256(",".join(columns).encode())
+        self.rows = 0  # rows hashed: what a message about changed data compares
 
     def add(self, rows: pd.DataFrame) -> None:
+        self.rows += len(rows)
         try:
             hashed = pd.util.hash_pandas_object(rows, index=False)
         except TypeError:  # cells that hold lists (a JSON sequence per row): hash their text

@@ -9,12 +9,17 @@ in chunks indexed by its position in the whole table (`chunks`), and where each 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from dltrain.data.media import path_list
 from dltrain.data.sources import Fingerprint, ResolvedSource, read_chunks, read_table
 from dltrain.errors import DataError
 
@@ -125,13 +130,76 @@ class ChunkedTable:
         return {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(self.sources)}
 
 
-def fingerprint(table: WholeTable | ChunkedTable) -> str:
+def fingerprint(table: WholeTable | ChunkedTable) -> Fingerprint:
     """A hash of every row's content, the same whether the table was read whole or in chunks."""
     hashing = None
     for chunk in table.chunks():
         hashing = hashing or Fingerprint(list(chunk.columns))
         hashing.add(chunk)
-    return hashing.result()
+    return hashing
+
+
+# ----- the content of the files a column names: a table of paths stays the same when the images
+# are rewritten in place, so data.json also records a hash of the files' bytes, per split
+
+_FILE_HASHES: dict[str, tuple[tuple, bytes]] = {}  # path -> ((inode, size, mtime_ns), digest), in this process
+_KEEP_HASHES = 1_000_000
+_RACY_NS = 2_000_000_000  # a file written this recently may change again unseen by its mtime (FAT: 2 s)
+_UNREADABLE = b"\0unreadable"
+_BLOCK = 1 << 20
+
+
+def split_file_fingerprints(table: WholeTable | ChunkedTable, column: str, rows: dict[str, np.ndarray]) -> dict[str, str]:
+    """A hash of the bytes of the files in `column`, for the rows of each split (in row order)."""
+    paths = table.columns([column])[column]
+    return {name: files_fingerprint(path_list(paths.iloc[np.sort(np.asarray(indices, dtype=np.int64))])) for name, indices in rows.items()}
+
+
+def files_fingerprint(paths: list[str]) -> str:
+    """A hash of each file's bytes in turn (every file of a folder of frames); a file that cannot be
+    read counts as such, so it is the same while it stays unreadable."""
+    digest = hashlib.sha256()
+    if len(paths) < 64:
+        found = map(_file_digest, paths)
+    else:  # reading is most of the time; threads overlap it (hashlib lets go of the GIL on large blocks)
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            found = list(pool.map(_file_digest, paths, chunksize=64))
+    for part in found:
+        digest.update(part)
+    return digest.hexdigest()[:32]
+
+
+def _file_digest(path: str) -> bytes:
+    try:
+        if os.path.isdir(path):  # a clip as a folder of frames: its files by name
+            inner = hashlib.blake2b(digest_size=16)
+            for folder, subfolders, names in os.walk(path):
+                subfolders.sort()
+                for name in sorted(names):
+                    full = os.path.join(folder, name)
+                    inner.update(os.path.relpath(full, path).encode("utf-8", "surrogateescape") + b"\0" + _file_digest(full))
+            return inner.digest()
+        stat = os.stat(path)
+    except OSError:
+        return _UNREADABLE
+    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _FILE_HASHES.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    try:
+        inner = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            buffer = bytearray(_BLOCK)
+            view = memoryview(buffer)
+            while count := handle.readinto(buffer):
+                inner.update(view[:count])
+    except OSError:
+        return _UNREADABLE
+    if stat.st_mtime_ns < time.time_ns() - _RACY_NS:
+        if len(_FILE_HASHES) >= _KEEP_HASHES:
+            _FILE_HASHES.clear()
+        _FILE_HASHES[path] = (stamp, inner.digest())
+    return inner.digest()
 
 
 def _concat(parts: list[pd.Series]) -> pd.Series:

@@ -106,9 +106,33 @@ def join(device_name: str) -> tuple[Group, torch.device | None]:
     return Group(rank, world, local_rank), torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 
-def leave() -> None:
+def leave(failed: bool = False) -> None:
+    """Leave the process group: after a barrier, so that no rank tears it down while another still
+    talks to it; without one when this rank failed (its peers may be gone: a barrier would raise
+    again, or wait for ever)."""
     if dist.is_initialized():
         try:
-            dist.barrier()  # no rank tears the group down while another still talks to it
+            if not failed:
+                dist.barrier()
         finally:
-            dist.destroy_process_group()
+            try:
+                dist.destroy_process_group()
+            except Exception:  # the group of a failed job: nothing left to tear down cleanly
+                if not failed:
+                    raise
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """Why a collective failed when another process of the job stopped (killed, out of memory, a
+    failure of its own), in a line; None for any other error."""
+    if not launched():  # (the group itself is already left by then)
+        return None
+    text = str(error)
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if k is not None)
+    known = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL", "gloo", "Timed out", "timed out")
+    if (kinds and isinstance(error, kinds)) or (isinstance(error, RuntimeError) and any(word in text for word in known)):
+        for word in known:
+            if word in text:
+                return word.lower()
+        return text.splitlines()[0][:120] if text else type(error).__name__
+    return None
