@@ -22,7 +22,7 @@ from dltrain.console import warn
 from dltrain.data.batches import TensorSplit
 from dltrain.data.prepare import Prepared, prepare
 from dltrain.errors import DltrainError, first_line
-from dltrain.model.builder import LayerInfo, build_model
+from dltrain.model.builder import LayerInfo, build_model, memory_limit
 from dltrain.plan import Plan
 from dltrain.task import Task
 from dltrain.train.losses import LossEntry
@@ -132,6 +132,7 @@ def rehearse(plan: Plan, parts: Parts) -> None:
     weights) fails here with the key to change, instead of as a traceback in epoch 1. The weights,
     the optimizer's and the scheduler's states and the random numbers are as they were after it.
     """
+    check_training_memory(plan, parts)
     train = parts.data.splits["train"]
     if not isinstance(train, TensorSplit):  # streamed: the first batch is read by the trainer
         return
@@ -145,6 +146,48 @@ def rehearse(plan: Plan, parts: Parts) -> None:
             part.load_state_dict(state)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.model.train()
+
+
+# what a training step adds to the weights it has: a gradient for each, the optimizer's state (Adam:
+# two moments) and the rehearsal's copy; each layer's output for a batch, kept for the backward
+# pass, and its gradient
+STEP_BYTES_PER_PARAMETER = 16
+STEP_BYTES_PER_OUTPUT = 8
+
+
+def check_training_memory(plan: Plan, parts: Parts) -> None:
+    """A model whose training step cannot fit in the memory left (its gradients, the optimizer's
+    state, each layer's outputs for a batch) is an exit 2 naming the sizes, before the step is tried:
+    the kernel would kill the process without a word."""
+    weights = [p for p in parts.model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)]
+    device = weights[0].device if weights else torch.device("cpu")
+    if device.type == "cuda":
+        limit = torch.cuda.mem_get_info(device)[0]
+    elif device.type == "cpu":
+        limit = memory_limit()
+    else:
+        return
+    count = sum(p.numel() for p in weights)
+    outputs = [(math.prod(info.output_shape), info.name) for info in parts.layers]
+    train = parts.data.splits.get("train")
+    batch = min(plan.batch_size, len(train)) if isinstance(train, TensorSplit) and len(train) else plan.batch_size
+    for_weights = count * STEP_BYTES_PER_PARAMETER
+    for_outputs = sum(n for n, _ in outputs) * batch * STEP_BYTES_PER_OUTPUT
+    if for_weights + for_outputs <= limit:
+        return
+    largest, name = max(outputs, key=lambda o: o[0]) if outputs else (0, "")  # the first of the largest
+
+    def gb(n: float) -> str:
+        return f"{n / 2**30:,.1f} GB"
+
+    raise plan.error(
+        ("model", "layers"),
+        f"a training step of this model needs about {gb(for_weights + for_outputs)} more memory: {gb(for_weights)} for the "
+        f"gradients and optimizer state of its {count:,} weights, and {gb(for_outputs)} for the layers' outputs on a batch "
+        f"of {batch} rows ({name} alone gives {largest:,} values per row); the process has {gb(limit)} left"
+        + (" on the GPU" if device.type == "cuda" else "")
+        + ". Make the layers smaller, or data.batch_size smaller",
+    )
 
 
 def _step(plan: Plan, parts: Parts, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -204,6 +204,8 @@ def print_runs(rows, folder) -> None:
         table.add_column(column, justify="right" if column in ("epochs", "best", "at epoch") else "left")
     for row in rows:
         test = "  ".join(f"{k} {_number(v)}" for k, v in row.test.items() if isinstance(v, float))
+        if row.test.get("data_changed") is True:
+            test += "  (on changed data)"
         if row.trials is not None:  # a tune folder: one study, its best trial
             at = f"trial {row.best_epoch}" if row.best_epoch is not None else ""
             table.add_row(f"{row.name} (study, {row.trials} trials)", row.date, str(row.epochs or ""), row.monitor, _number(row.best), at, test)

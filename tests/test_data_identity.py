@@ -58,6 +58,8 @@ def test_shuffled_labels_are_refused_and_allowed_only_when_asked(iris_run, cli):
     assert json.loads((iris_run / "evaluate_test.json").read_text())["data_changed"] is True
     again = cli("evaluate", iris_run, "--allow-changed-data")  # a result that says data_changed is evaluate's own
     assert again.code == 0, again.output
+    listed = cli("runs", iris_run.parent)
+    assert listed.code == 0 and "(on changed data)" in listed.stdout, listed.output
 
 
 def test_deleted_rows_are_refused_and_rows_gone_cannot_be_allowed(iris_run, cli):

@@ -69,6 +69,17 @@ def test_a_layer_too_large_for_memory_is_named_before_it_is_allocated(workdir, c
     assert "model.layers.0" in capped.stderr and "GB" in capped.stderr and "model.layers.3" not in capped.stderr  # the layer that is too large, not the next
 
 
+def test_a_model_whose_training_step_would_not_fit_is_exit_2_before_the_step(workdir):
+    """Weights that fit (320 MB), but a batch's layer outputs and gradients that do not: the kernel
+    would kill the step without a word; the check names the sizes and what to make smaller."""
+    capped = _dltrain("check", "configs/iris.yaml", "model.layers.0.Linear=10000000", "data.batch_size=128", cwd=workdir, memory_gb=8)
+    assert capped.returncode == 2, capped.stderr[-2000:]
+    message = " ".join(capped.stderr.split())
+    assert "a training step of this model needs about" in message and "on a batch of 105 rows" in message  # the training split has 105
+    assert "Linear alone gives 10,000,000 values per row" in message and "data.batch_size smaller" in message
+    assert "Traceback" not in message
+
+
 @pytest.fixture
 def image_run(tmp_path, cli):
     from tests.test_images import SMALL, make_shapes

@@ -160,7 +160,8 @@ def read_monitor(run: str | Path) -> str:
 
 
 def read_evaluation(run: str | Path, split: str = "test") -> dict:
-    """The metrics of evaluate_<split>.json ({} when not evaluated); DamagedRun when the file is not evaluate's."""
+    """The metrics of evaluate_<split>.json ({} when not evaluated), with "data_changed": True where
+    they were computed on changed data; DamagedRun when the file is not evaluate's."""
     path = Path(run) / f"evaluate_{split}.json"
     if not path.is_file():
         return {}
@@ -171,4 +172,6 @@ def read_evaluation(run: str | Path, split: str = "test") -> dict:
     metrics = value.get("metrics") if isinstance(value, dict) else None
     if not isinstance(metrics, dict):
         raise DamagedRun(f"{path}: no metrics in it, as dltrain evaluate writes them; run dltrain evaluate {run} again")
+    if value.get("data_changed") is True:  # evaluated with --allow-changed-data: said beside the figures
+        return {**metrics, "data_changed": True}
     return metrics
