@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from dltrain.components import Component
-from dltrain.console import warn
+from dltrain.console import note, warn
 from dltrain.data.batches import TensorSplit
 from dltrain.data.prepare import Prepared, prepare
 from dltrain.errors import DltrainError, first_line
 from dltrain.model.builder import LayerInfo, build_model, memory_limit
 from dltrain.plan import Plan
-from dltrain.task import Task
-from dltrain.train.losses import LossEntry
+from dltrain.task import BINARY, Task
+from dltrain.train.losses import LossEntry, balanced_weights, resolve_balanced
 from dltrain.train.metrics import DEFAULTS, METRICS, higher_is_better
 from dltrain.train.optim import build_optimizer, build_scheduler
 from dltrain.train.trainer import count_batches
@@ -41,14 +41,17 @@ class Parts:
     metrics: tuple[str, ...]  # computed each epoch
     model: nn.Sequential
     layers: list[LayerInfo]  # the table `check` prints
+    loss: Component  # as built: `balanced` replaced by the training split's weights (what checkpoints keep)
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object | None
+    sample_weights: torch.Tensor | None = None  # data.sampler: balanced, a weight per training row
 
 
-def build(plan: Plan, data: Prepared | None = None, world: int = 1) -> Parts:
-    """Encode the data (unless given: --resume rebuilds the run's own), build the model, the loss,
-    the optimizer and the scheduler. `world` is the number of processes sharing each batch (DDP)."""
+def build(plan: Plan, data: Prepared | None = None, world: int = 1, loss: Component | None = None) -> Parts:
+    """Encode the data (unless given: --resume rebuilds the run's own), build the model, the loss
+    (`loss`: the run's own as recorded, its balanced weights included), the optimizer and the
+    scheduler. `world` is the number of processes sharing each batch (DDP)."""
     entry = plan.loss_entry
     with plan.located():
         if data is None:
@@ -56,12 +59,46 @@ def build(plan: Plan, data: Prepared | None = None, world: int = 1) -> Parts:
         task = Task.of(entry.form, entry.output, data.schema.target)
         metrics = metric_names(plan, task.target_type)
         check_monitor(plan, data.splits)
-        loss_fn = entry.build(plan.loss)
+        task = _threshold(plan, task, data.splits)
+        train = data.splits["train"]
+        if loss is None:
+            loss = resolve_balanced(entry, plan.loss, train.y, task.output_size)
+            if loss is not plan.loss:
+                note(f"{entry.name} {entry.balanced}: balanced, from the training split's class counts: {loss.kwargs[entry.balanced]}")
+        loss_fn = entry.build(loss)
+        sample_weights = _sample_weights(plan, task, train)
         torch.manual_seed(plan.seed)  # the initial weights
         model, layers = build_model(plan.layers, data.input_spec, task.output_size)
-        optimizer, scheduler = _optimizer_and_scheduler(plan, model, count_batches(len(data.splits["train"]), plan.batch_size, world))
+        optimizer, scheduler = _optimizer_and_scheduler(plan, model, count_batches(len(train), plan.batch_size, world))
     warn_last_layer(plan.layers, entry)
-    return Parts(plan, data, task, metrics, model, layers, loss_fn, optimizer, scheduler)
+    return Parts(plan, data, task, metrics, model, layers, loss, loss_fn, optimizer, scheduler, sample_weights)
+
+
+def _threshold(plan: Plan, task: Task, splits: dict) -> Task:
+    """train.threshold: binary targets only; auto needs a validation split to choose it on."""
+    threshold = plan.train.threshold
+    if threshold == 0.5:
+        return task
+    if task.target_type != BINARY:
+        raise plan.error(("train", "threshold"), f"a decision threshold applies to a binary target; this target is {task.target_type}: leave train.threshold out")
+    if threshold == "auto":
+        if "val" not in splits:
+            raise plan.error(("train", "threshold"), "auto chooses the threshold on the validation split, and this data has no val rows: give data.split a val part, or a number in (0, 1)")
+        return task  # 0.5 until the trainer chooses it on the validation split
+    return replace(task, threshold=float(threshold))
+
+
+def _sample_weights(plan: Plan, task: Task, train) -> torch.Tensor | None:
+    """data.sampler: balanced: each training row weighted by n / (classes x its class's count)."""
+    if plan.cfg.config.data.sampler != "balanced":
+        return None
+    if not task.is_classification:
+        raise plan.error(("data", "sampler"), f"balanced draws every class as often, and this target is {task.target_type}: leave data.sampler out")
+    if not isinstance(train, TensorSplit):
+        raise plan.error(("data", "sampler"), "balanced draws rows at random from the whole training split, which needs the data in memory: set data.in_memory: true, or leave data.sampler out")
+    labels = task.labels(train.y).cpu()
+    weights = torch.tensor(balanced_weights(labels, len(task.classes)), dtype=torch.double)
+    return weights[labels]
 
 
 def _optimizer_and_scheduler(plan: Plan, model: nn.Module, steps_per_epoch: int):

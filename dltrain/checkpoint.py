@@ -16,6 +16,7 @@ moved, copied to another machine, or outlive its training data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import pickle
@@ -30,7 +31,7 @@ from dltrain.data.schema import DataSchema
 from dltrain.errors import CheckpointError, first_line
 from dltrain.files import write_atomic
 from dltrain.model.builder import LayerErrors, build_model, parse_layers
-from dltrain.task import InputSpec, Task
+from dltrain.task import BINARY, InputSpec, Task
 from dltrain.train.device import resolve_device
 from dltrain.train.losses import LossEntry, loss_registry
 
@@ -234,4 +235,14 @@ def load_run(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedRun:
         raise CheckpointError(f"{checkpoint.path}: the checkpoint does not rebuild its model: {first_line(error)}") from None
     chosen = resolve_device(device)
     model.to(chosen).eval()
-    return LoadedRun(checkpoint.path, recipe, checkpoint.state, model, loss_fn.to(chosen), recipe.task(), chosen)
+    return LoadedRun(checkpoint.path, recipe, checkpoint.state, model, loss_fn.to(chosen), _task(recipe, checkpoint), chosen)
+
+
+def _task(recipe: Recipe, checkpoint: Checkpoint) -> Task:
+    """The recipe's task with the decision threshold these weights were kept with (train.threshold;
+    0.5 in checkpoints from before it)."""
+    task = recipe.task()
+    threshold = checkpoint.state.get("threshold")
+    if task.target_type != BINARY or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        return task
+    return dataclasses.replace(task, threshold=float(threshold))

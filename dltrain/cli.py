@@ -125,6 +125,11 @@ def fit(
         from dltrain.summary import print_fit
         from dltrain.train.trainer import Interrupted
 
+        tested = None
+        if resume is None:  # optimizer.lr: auto: the range test chooses the rate, which config.yaml records
+            from dltrain.tools.lrfind import resolve_auto_lr
+
+            overrides, tested = resolve_auto_lr(configs[0], overrides, device)
         try:
             result = run_fit(
                 configs[0] if configs else None,
@@ -134,6 +139,7 @@ def fit(
                 init_from=init_from,
                 resume=resume,
                 allow_changed_data=allow_changed_data,
+                data=tested.data if tested is not None else None,
             )
         except Interrupted as stop:
             from dltrain.console import err
@@ -162,7 +168,71 @@ def check(
         bad = [o for o in overrides or [] if "=" not in o]
         if bad:
             raise UsageError(f"expected KEY=VALUE overrides after the config, found {', '.join(bad)}")
-        print_check(run_check(config, overrides or []))
+        from dltrain.tools.lrfind import with_placeholder
+
+        print_check(run_check(config, with_placeholder(config, overrides or [])))
+
+    _run(action, heavy="dltrain.fitting")
+
+
+@app.command("lr-find")
+def lr_find(
+    config: Annotated[Path, typer.Argument(help="The config file.", show_default=False)],
+    overrides: Annotated[Optional[list[str]], typer.Argument(metavar="[KEY=VALUE]...", help="Overrides.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Draw the curve to this PNG (needs matplotlib).")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training batches in the test, the rate growing from 1e-7 to 10.")] = 100,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+) -> None:
+    """The learning-rate range test: a rate to put in optimizer.lr (nothing of a run is written)."""
+
+    def action():
+        from dltrain.errors import UsageError
+        from dltrain.tools.lrfind import describe
+        from dltrain.tools.lrfind import lr_find as run_lr_find
+
+        bad = [o for o in overrides or [] if "=" not in o]
+        if bad:
+            raise UsageError(f"expected KEY=VALUE overrides after the config, found {', '.join(bad)}")
+        if not config.exists():
+            raise UsageError(f"config file not found: {config}")
+        result = run_lr_find(config, overrides or [], output=output, device=device, steps=steps)
+        from dltrain.console import note, out
+
+        out().print(f"suggested lr: {result.suggestion:.3g}  ({describe(result)})", markup=False)
+        if result.picture is not None:
+            note(f"written: {result.picture}")
+        note(f"use it with: dltrain fit {shlex.quote(str(config))} optimizer.lr={result.suggestion:.3g}")
+
+    _run(action, heavy="dltrain.fitting")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def cv(
+    args: Annotated[list[str], typer.Argument(metavar="CONFIG [KEY=VALUE]...", help="A config and overrides.", show_default=False)],
+    folds: Annotated[int, typer.Option("--folds", help="Folds: each one is the test split of one run.")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The folder for the folds' runs (default: runs/<name>-cv).")] = None,
+) -> None:
+    """k-fold cross-validation: a run per fold, the test metrics' mean and std, out-of-fold predictions."""
+
+    def action():
+        from dltrain.errors import UsageError
+
+        overrides = [a for a in args if "=" in a]
+        configs = [a for a in args if "=" not in a]
+        if len(configs) != 1:
+            raise UsageError(f"expected one config file, found {len(configs)}{': ' + ', '.join(configs) if configs else ''} (overrides are KEY=VALUE)")
+        if not Path(configs[0]).exists():
+            raise UsageError(f"config file not found: {configs[0]}")
+        from dltrain.console import note
+        from dltrain.console import out as stdout
+        from dltrain.tools.cv import cv as run_cv
+
+        result = run_cv(configs[0], overrides, folds=folds, out=out)
+        console = stdout()
+        console.print(f"{len(result.runs)}-fold cross-validation, {result.rows} out-of-fold predictions:", markup=False)
+        for name, value in result.metrics.items():
+            console.print(f"  test {name}: {value['mean']:.4g} ± {value['std']:.2g}", markup=False)
+        note(f"written: {result.folder / 'cv.json'}, {result.folder / 'oof.csv'} and the runs {result.folder}/fold-1 ... fold-{len(result.runs)}")
 
     _run(action, heavy="dltrain.fitting")
 

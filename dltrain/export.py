@@ -80,8 +80,10 @@ def export(run: str | Path, format: str = "torchscript", output: str | Path | No
             "loss": loaded.recipe.loss.name,
             "means": task.output,  # logits, log_probs, probs or values
             "classes": list(task.classes),
+            "threshold": task.threshold,  # a binary target: the positive class above this probability (train.threshold)
             "target_mean": task.mean,
             "target_std": task.std,
+            "target_transform": task.transform,  # undone after the std and mean: dltrain.task.untransform
         },
     }
     write_output(encoders, json_pieces(description), WHAT, REFUSAL)

@@ -23,7 +23,7 @@ from dltrain.plan import Plan, make_plan
 from dltrain.rundir import RunDir, RunLock, lock_run, make_run_dir, remove_if_unused
 from dltrain.train import progress as progress_module
 from dltrain.train.device import resolve_device
-from dltrain.train.diagnose import diagnose
+from dltrain.train.diagnose import SMALL_SPLIT, diagnose, patience_for
 from dltrain.train.distributed import SINGLE, Group, join, launched, leave
 from dltrain.train.losses import baseline_loss
 from dltrain.train.trainer import Interrupted, Job, Settings, StopSignal, Trainer, catch_signals
@@ -41,6 +41,7 @@ class FitResult:
     inputs: str = "rows"  # what predict takes: "rows" of a table, or files ("images", "audios", "videos")
     main: bool = True  # False on the ranks of torchrun other than 0, which print nothing
     pruned: bool = False  # stopped by `watch` before its last epoch
+    threshold: float | None = None  # train.threshold: auto, the decision threshold best.pt keeps
 
 
 def check(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Parts:
@@ -150,7 +151,7 @@ def _resume_locked(run_path: Path, overrides: list[str], allow_changed_data: boo
     _setup_torch(plan)
     with settled():
         data = _training_data(run_path, recipe, plan, allow_changed_data)
-        parts = build(plan, data, world=group.world)
+        parts = build(plan, data, world=group.world, loss=recipe.loss)  # the loss as recorded: balanced weights and all
     device = _device(plan, group)
     with catch_signals() as stop:
         sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
@@ -223,6 +224,20 @@ def _restore_best(run_path: Path, last: checkpoint.Checkpoint) -> None:
         warn(f"best.pt of epoch {state['epoch']} could not be written again ({error.strerror or error}): it is written when an epoch is best next")
         return
     note(f"best.pt written again from last.pt (epoch {state['epoch']}, the best so far)")
+
+
+def _patience(patience: int, val) -> int:
+    """Early stopping's patience for a validation split of this size: a small split's loss moves
+    by its noise alone, and stopping on it would end training undertrained (said once, by rank 0)."""
+    rows = len(val) if val is not None else None
+    scaled = patience_for(patience, rows)
+    if scaled != patience:
+        note(
+            f"the validation split has {rows} rows, whose loss moves by noise alone from epoch to epoch: early "
+            f"stopping waits {scaled} epochs without improvement (train.early_stopping.patience {patience}, scaled "
+            f"by sqrt({SMALL_SPLIT} / {rows}))"
+        )
+    return scaled
 
 
 def _training_data(run_path: Path, recipe: Recipe, plan: Plan, allow_changed_data: bool) -> Prepared:
@@ -303,7 +318,7 @@ def _recipe(plan: Plan, parts: Parts) -> Recipe:
     return Recipe(
         layers=config["model"]["layers"],
         input=parts.data.input_spec,
-        loss=plan.loss,
+        loss=parts.loss,
         schema=parts.data.schema,
         metrics=parts.metrics,
         config=config,
@@ -331,6 +346,7 @@ def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progr
         task=parts.task,
         train=splits["train"],
         val=splits.get("val"),
+        sample_weights=parts.sample_weights,
         train_transform=_layout(schema.batch_transform(train=True), images_on_gpu),
         val_transform=_layout(schema.batch_transform(train=False), images_on_gpu),
         forward=forward,
@@ -342,12 +358,13 @@ def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progr
         grad_clip=train.grad_clip,
         accumulate=train.accumulate,
         monitor=train.monitor,
-        patience=train.early_stopping.patience if train.early_stopping else None,
+        patience=_patience(train.early_stopping.patience, splits.get("val")) if train.early_stopping else None,
         min_delta=train.early_stopping.min_delta if train.early_stopping else 0.0,
         metrics=parts.metrics,
         scheduler_interval=plan.scheduler_interval,
         precision=train.precision,
         seed=plan.seed,
+        choose_threshold=train.threshold == "auto",
     )
     keys = ["train_loss", *(f"train_{m}" for m in parts.metrics[:1])]
     if "val" in splits:
@@ -423,8 +440,9 @@ def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path, curves: b
         best,
         monitor,
         result.stopped_early,
-        diagnose(result.history, baseline),
+        diagnose(result.history, baseline, len(parts.data.splits["val"]) if "val" in parts.data.splits else None, result.stopped_early),
         f"{files.type}s" if files is not None else "rows",
         trainer.group.main,
         result.pruned,
+        result.threshold,
     )

@@ -100,6 +100,7 @@ def score(
     )
     outcome = metric_registry.Outcome(loaded.task, seen.outputs, seen.targets, name)
     names = loaded.recipe.metrics or metric_registry.DEFAULTS[loaded.task.target_type]
+    names = (*names, *(m for m in metric_registry.EVALUATED[loaded.task.target_type] if m not in names))
     metrics = {"loss": float(seen.loss_sum) / seen.rows, **metric_registry.compute(names, outcome)}
     confusion = None
     if loaded.task.is_classification:
@@ -119,7 +120,7 @@ def evaluate(
     out = scored.loaded.run_dir / f"evaluate_{result_name(split, data)}.json"
     result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out, scored.data_changed)
     try:
-        write_output(out, json_pieces(_json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
+        write_output(out, json_pieces(json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
     except OSError as error:  # a read-only or full run directory: the figures are still the answer asked for
         warn(f"{out} was not written ({error.strerror or error}): the result is shown, not kept in the run")
         result.path = None
@@ -241,13 +242,13 @@ def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[p
     return read_input(input), str(input)
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -444,7 +445,8 @@ def output_columns(loaded: LoadedRun, outputs: torch.Tensor) -> dict[str, np.nda
     task = loaded.task
     if task.is_classification:
         probs = task.probabilities(outputs).cpu().numpy()
-        result["prediction"] = np.array(task.classes, dtype=object)[probs.argmax(1)]
+        # the largest output, or for a binary target the positive class above the run's threshold
+        result["prediction"] = np.array(task.classes, dtype=object)[task.predicted(outputs).cpu().numpy()]
         for i, name in enumerate(task.classes):
             result[f"prob_{name}"] = probs[:, i]
     else:

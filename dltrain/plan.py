@@ -23,7 +23,7 @@ from dltrain.data.prepare import Column, DataSpec
 from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, resolve_source
 from dltrain.errors import ConfigError, DltrainError, Problem
 from dltrain.model.builder import LayerErrors, parse_layers
-from dltrain.train.losses import LossEntry, loss_registry
+from dltrain.train.losses import LossEntry, check_balanced, loss_registry
 from dltrain.train.metrics import METRICS
 from dltrain.train.optim import SCHEDULER_INTERVALS, check_optimizer, check_scheduler, scheduler_component
 
@@ -139,7 +139,7 @@ class _Components:
 
 def _check_loss(component: Component) -> Component:
     entry = loss_registry().get(component.name)
-    bind(component, entry.signature)
+    bind(check_balanced(entry, component), entry.signature)  # `balanced` is filled by the build, from the training split
     return Component(entry.name, component.args, component.kwargs, component.path)
 
 
@@ -160,6 +160,12 @@ def _data_spec(cfg: LoadedConfig, problems: list[Problem]) -> DataSpec | None:
         sources[""] = _source(cfg, data.source, ("data", "source"), problems)
     inputs = None if data.inputs is None else [_column(c) for c in data.inputs]
     target = _column(data.target) if data.target is not None else None
+    if target is not None and "encoding" in target.options:
+        problems.append(cfg.problem(("data", "target"), "encoding is for inputs: a target takes transform: log or quantile (or data.target_transform)"))
+    if target is not None and data.target_transform is not None:
+        if target.options.get("transform", data.target_transform) != data.target_transform:
+            problems.append(cfg.problem(("data", "target_transform"), f"is {data.target_transform}, but the target's own transform is {target.options['transform']}: give one"))
+        target = Column(target.name, target.type, {**target.options, "transform": data.target_transform})
     for index, column in enumerate([*(inputs or []), target]):
         if column is not None and (message := check_column_options(column.type, column.options)):
             path = ("data", "inputs", index) if inputs and index < len(inputs) else ("data", "target")

@@ -123,6 +123,8 @@ def print_fit(result: FitResult) -> None:
     else:
         shown = "  ".join(f"{k} {_number(v)}" for k, v in result.best.items() if k.startswith("val_") or k == "train_loss")
         console.print(f"\n[bold]Best epoch {result.best_epoch}[/bold] of {len(result.history)} ({result.monitor}): {shown}")
+    if result.threshold is not None:
+        console.print(f"Decision threshold: {result.threshold:.4f}, the one that maximizes F1 on the validation split (kept in best.pt: evaluate and predict use it)")
     if result.stopped_early:
         console.print(f"Stopped early: {result.monitor} did not improve for the patience given.")
     if result.hint:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 # The type of a target column, as the data says (DESIGN.md's column types).
@@ -52,12 +53,14 @@ class Task:
     classes: tuple[str, ...] = ()  # class names; binary: (negative, positive)
     mean: float = 0.0  # a numeric target is standardized with these
     std: float = 1.0
+    transform: dict | None = None  # a numeric target's transform before that (log, quantile): `untransform`'s plain data
+    threshold: float = 0.5  # a binary target: the positive class's probability above which a row is positive
 
     @classmethod
     def of(cls, form: str, output: str, target) -> Task:
         """From the loss's form and output, and the fitted target encoder (its classes, or mean and std)."""
         if target.type == NUMERIC:
-            return cls(NUMERIC, form, output, (), target.mean, target.std)
+            return cls(NUMERIC, form, output, (), target.mean, target.std, transform=target.target_transform())
         return cls(target.type, form, output, tuple(target.classes))
 
     @property
@@ -83,6 +86,8 @@ class Task:
 
     def predicted(self, output: torch.Tensor) -> torch.Tensor:
         """The class each row is predicted to be: the largest output, no softmax needed."""
+        if self.target_type == BINARY and self.threshold != 0.5:
+            return (self.probabilities(output)[:, 1] > self.threshold).long()
         if self.form == ZERO_ONE:
             threshold = 0.0 if self.output == "logits" else 0.5
             return (output.reshape(-1) > threshold).long()
@@ -94,4 +99,16 @@ class Task:
 
     def values(self, output_or_target: torch.Tensor) -> torch.Tensor:
         """A regression output or target back in the target's own units, (N,)."""
-        return output_or_target.reshape(-1).double() * self.std + self.mean
+        values = output_or_target.reshape(-1).double() * self.std + self.mean
+        return untransform(values, self.transform) if self.transform else values
+
+
+def untransform(values: torch.Tensor, transform: dict) -> torch.Tensor:
+    """A numeric target's transform undone: `{"type": "log", "minimum", "shift"}` (log1p(x + shift))
+    or `{"type": "quantile", "quantiles": [...]}` (normal scores of the training quantiles)."""
+    if transform["type"] == "log":
+        return (torch.expm1(values) - transform["shift"]).clamp_min(transform["minimum"])
+    levels = torch.special.ndtr(values).cpu().numpy()
+    quantiles = transform["quantiles"]
+    out = np.interp(levels, np.linspace(0, 1, len(quantiles)), np.asarray(quantiles, dtype="float64"))
+    return torch.from_numpy(out).to(values.device)

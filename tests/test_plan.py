@@ -43,6 +43,21 @@ def test_all_errors_reported_together_with_lines(tmp_path):
     assert any(p.startswith(f"{path}:16: train.epochs: expected a number greater than 0; found -1") for p in found)
 
 
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("train.scheduler={type: StepLR, step_size: 5}", "train.scheduler: unknown key 'scheduler'. scheduler is a top-level key, beside optimizer and train, not a key of train"),
+        ("train.batch_size=8", "train.batch_size: unknown key 'batch_size'. batch_size belongs under data: write it as data.batch_size."),
+        ("data.patience=3", "data.patience: unknown key 'patience'. patience belongs under train.early_stopping: write it as train.early_stopping.patience."),
+        ("data.batch_sise=8", "data.batch_sise: unknown key 'batch_sise'. Did you mean 'batch_size'?"),
+    ],
+)
+def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path, override, said):
+    with pytest.raises(ConfigError) as error:
+        make_plan(iris_config(tmp_path), [override])
+    assert said in str(error.value)
+
+
 def test_layer_typo_suggests_the_name(tmp_path):
     found = problems(iris_config(tmp_path, IRIS.replace("- Linear: 16", "- Linaer: 16")))
     assert "unknown layer 'Linaer'. Did you mean 'Linear'" in found[0]

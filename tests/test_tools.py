@@ -75,7 +75,7 @@ def test_init_on_a_messy_table_keeps_the_signal_and_leaves_out_the_rest(tmp_path
     text = (tmp_path / "c.yaml").read_text()
     assert "{column: spend, type: numeric}" in text and "{column: plan, type: category}" in text
     assert "# - customer" in text and "id: customer" in text
-    assert "# - signup" in text and "dates" in text
+    assert "{column: signup, type: date}" in text  # the year and the cycles of the calendar
     assert "# - city" in text and "distinct values, one-hot would add" in text
     result = cli("fit", "c.yaml", "--out", "run")
     assert result.code == 0, result.output

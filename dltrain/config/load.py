@@ -275,11 +275,29 @@ def _unknown_keys(raw: Any, loaded: LoadedConfig, path: tuple = ()) -> list[Prob
     problems = []
     for key, value in raw.items():
         if key not in allowed:
-            hint = suggest(str(key), allowed) or ""
+            hint = _elsewhere(str(key), path) or suggest(str(key), allowed) or ""
             problems.append(loaded.problem((*path, key), f"unknown key '{key}'.{hint} Valid keys here: {', '.join(allowed)}"))
         else:
             problems += _unknown_keys(value, loaded, (*path, key))
     return problems
+
+
+# sections whose keys are a user's to choose (a split's file names) are no place to send a key to
+_NOT_A_HOME = {("data", "split", name) for name in ("train", "val", "test")}
+
+
+def _elsewhere(key: str, path: tuple) -> str:
+    """' It belongs ...' when `key` is a key of another section (train.scheduler: a top-level key)."""
+    homes = [where for where, models in SECTIONS.items() if where != path and where not in _NOT_A_HOME and any(key in m.model_fields for m in models)]
+    if not homes:
+        return ""
+    where = min(homes, key=len)
+    if where == ():
+        order = list(Config.model_fields)
+        at = order.index(key)
+        beside = " and ".join(order[max(at - 1, 0) : at] + order[at + 1 : at + 2])
+        return f" {key} is a top-level key, beside {beside}, not a key of {'.'.join(map(str, path))}: write {key}: at the start of a line ({key}=... on the command line)."
+    return f" {key} belongs under {'.'.join(where)}: write it as {'.'.join(where)}.{key}."
 
 
 _MESSAGES = {

@@ -84,6 +84,9 @@ class Data(_Section):
         None, description="the input columns; default: every column but the target, the split column and the id"
     )
     target: str | Column | None = Field(None, description="the column to predict")
+    target_transform: Literal["log", "quantile"] | None = Field(
+        None, description="a numeric target: log or quantile before standardizing, undone for metrics and predictions"
+    )
     id: str | None = Field(None, description="a column copied into predict's output to name each row")
     split: Split = Field(
         default_factory=lambda: Ratios(train=0.8, val=0.1, test=0.1),
@@ -91,6 +94,9 @@ class Data(_Section):
     )
     batch_size: int = Field(32, gt=0, description="rows per batch")
     shuffle: bool = Field(True, description="shuffle training batches each epoch")
+    sampler: Literal["balanced"] | None = Field(
+        None, description="balanced: each epoch draws the split's row count with replacement, every class as likely (in-memory data)"
+    )
     in_memory: bool = Field(True, description="hold the encoded data in memory")
     cache: bool = Field(True, description="cache decoded files on disk")
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: unreadable rows are counted and skipped")
@@ -115,6 +121,9 @@ class Train(_Section):
     out_dir: str = Field("runs", description="where run directories go, relative to the current folder")
     logger: Literal["csv", "tensorboard"] = "csv"
     deterministic: bool = False
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
+        0.5, description="binary targets: the positive class's probability above which a row is positive; auto: the one that maximizes F1 on the validation split"
+    )
 
     @field_validator("precision", mode="before")
     @classmethod

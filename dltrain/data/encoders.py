@@ -19,8 +19,10 @@ import torch
 
 from dltrain.components import Registry, suggest
 from dltrain.console import warn
+from dltrain.data import numeric
 from dltrain.data.audio import EXTENSIONS as AUDIO_EXTENSIONS
 from dltrain.data.audio import AudioEncoder
+from dltrain.data.dates import DateEncoder, looks_like_dates
 from dltrain.data.images import EXTENSIONS as IMAGE_EXTENSIONS
 from dltrain.data.images import ImageEncoder
 from dltrain.data.sequence import SequenceEncoder
@@ -28,6 +30,7 @@ from dltrain.data.text import TextEncoder
 from dltrain.data.video import EXTENSIONS as VIDEO_EXTENSIONS
 from dltrain.data.video import VideoEncoder
 from dltrain.errors import DataError
+from dltrain.task import untransform
 
 UNKNOWN = "<unk>"
 MAX_CATEGORIES = 50  # a string column with more distinct values is not inferred as a category
@@ -164,15 +167,30 @@ class Encoder:
 
 @dataclass
 class NumericEncoder(Encoder):
-    """A number, standardized with the training mean and std; missing values become the mean."""
+    """A number, standardized with the training mean and std; missing values become the mean.
+
+    Options (dltrain.data.numeric): `transform: log | quantile` maps the value first (log1p, then
+    standardized; or to a normal score through the training quantiles), and `encoding:
+    piecewise_linear | periodic` turns the result into several features.
+    """
 
     mean: float = 0.0
     std: float = 1.0
+    transform_kind: str | None = None  # log or quantile
+    minimum: float = 0.0  # log: the training minimum (lower values are taken as it) and what is added before log1p
+    shift: float = 0.0
+    quantiles: list[float] | None = None  # quantile: the training values at evenly spaced levels
+    encoding: dict | None = None  # {"type": "piecewise_linear", "edges": [...]} or {"type": "periodic", "frequencies": [...]}
     type: ClassVar[str] = "numeric"
+    options: ClassVar[tuple[str, ...]] = ("transform", "encoding")
+
+    @classmethod
+    def check_options(cls, options: dict) -> str | None:
+        return numeric.check_transform("transform", options.get("transform")) or numeric.check_encoding(options.get("encoding"))
 
     @staticmethod
     def fit_state() -> dict:
-        return {"count": 0, "sum": 0.0, "squares": 0.0}
+        return {"count": 0, "sum": 0.0, "squares": 0.0, "sample": None}
 
     @staticmethod
     def fit_update(state: dict, column: str, series: pd.Series, options: dict | None = None) -> None:
@@ -180,6 +198,10 @@ class NumericEncoder(Encoder):
         state["count"] += len(values)
         state["sum"] += float(values.sum())
         state["squares"] += float((values * values).sum())
+        if options and (options.get("transform") or options.get("encoding")):  # they need more than sums
+            if state["sample"] is None:
+                state["sample"] = numeric.sample_state()
+            numeric.sample_update(state["sample"], values)
 
     @classmethod
     def fit_finish(cls, column: str, state: dict, options: dict, on_error: str = "raise") -> NumericEncoder:
@@ -187,24 +209,108 @@ class NumericEncoder(Encoder):
         mean = state["sum"] / n if n else 0.0
         std = math.sqrt(max(state["squares"] / n - mean * mean, 0.0)) if n > 1 else 0.0
         # a constant column, or one whose spread is lost in rounding, is only centred
-        return cls(column, mean, std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0)
+        encoder = cls(column, mean, _spread(std, mean))
+        transform, encoding = options.get("transform"), options.get("encoding")
+        if not transform and not encoding:
+            return encoder
+        sample = numeric.sample_values(state["sample"]) if state["sample"] is not None else np.empty(0)
+        encoder.transform_kind = transform
+        if transform == "log":
+            encoder.minimum = float(state["sample"]["min"]) if len(sample) else 0.0
+            encoder.shift = numeric.log_shift(encoder.minimum)
+            logs = numeric.log_values(sample, encoder.minimum, encoder.shift)
+            encoder.mean = float(logs.mean()) if len(logs) else 0.0
+            encoder.std = _spread(float(logs.std()) if len(logs) > 1 else 0.0, encoder.mean)
+        elif transform == "quantile":
+            encoder.quantiles = numeric.fit_quantiles(sample)
+            encoder.mean, encoder.std = 0.0, 1.0
+        if encoding:
+            settings = numeric.encoding_settings(encoding)
+            if settings["type"] == "piecewise_linear":
+                encoder.encoding = {"type": "piecewise_linear", "edges": numeric.fit_edges(encoder._scaled(sample), settings["bins"])}
+            else:
+                frequencies = numeric.fit_frequencies(column, settings["frequencies"], float(settings["sigma"]))
+                encoder.encoding = {"type": "periodic", "frequencies": frequencies}
+        return encoder
+
+    @property
+    def plain(self) -> bool:
+        """Standardized alone (no transform, no encoding): what numeric_block encodes many of at once."""
+        return self.transform_kind is None and self.encoding is None
+
+    @property
+    def width(self) -> int:  # type: ignore[override]
+        if self.encoding is None:
+            return 1
+        if self.encoding["type"] == "piecewise_linear":
+            return len(self.encoding["edges"]) - 1
+        return 2 * len(self.encoding["frequencies"])
+
+    def _scaled(self, values: np.ndarray) -> np.ndarray:
+        """Transformed and standardized, float64; missing values (NaN) at 0, the centre."""
+        if self.transform_kind == "quantile":
+            scores = numeric.normal_scores(values, self.quantiles)
+            return np.where(np.isnan(scores), 0.0, scores)
+        if self.transform_kind == "log":
+            values = numeric.log_values(values, self.minimum, self.shift)
+        return standardize(values, self.mean, self.std)
 
     def numbers(self, series: pd.Series) -> torch.Tensor:
-        """The standardized values, (rows,) float32, missing filled with the training mean."""
-        return torch.from_numpy(standardize(_numbers(self.column, series).to_numpy("float64"), self.mean, self.std)).float()
+        """The standardized (transformed) values, (rows,) float32, missing filled with the training mean."""
+        return torch.from_numpy(self._scaled(_numbers(self.column, series).to_numpy("float64"))).float()
 
     def transform(self, series: pd.Series) -> torch.Tensor:
-        return self.numbers(series).unsqueeze(1)
+        if self.encoding is None:
+            return self.numbers(series).unsqueeze(1)
+        scaled = self._scaled(_numbers(self.column, series).to_numpy("float64"))
+        if self.encoding["type"] == "piecewise_linear":
+            return torch.from_numpy(numeric.piecewise_linear(scaled, self.encoding["edges"])).float()
+        return torch.from_numpy(numeric.periodic(scaled, self.encoding["frequencies"])).float()
+
+    def target_transform(self) -> dict | None:
+        """The transform a target's values are decoded through (Task.values), as plain data."""
+        if self.transform_kind == "log":
+            return {"type": "log", "minimum": self.minimum, "shift": self.shift}
+        if self.transform_kind == "quantile":
+            return {"type": "quantile", "quantiles": list(self.quantiles)}
+        return None
 
     def decode(self, standardized: torch.Tensor) -> torch.Tensor:
-        return standardized.double() * self.std + self.mean
+        values = standardized.double() * self.std + self.mean
+        transform = self.target_transform()
+        return untransform(values, transform) if transform else values
+
+    def describe(self) -> str:
+        """For check's column table."""
+        parts = [self.transform_kind] if self.transform_kind else []
+        if self.encoding is not None:
+            parts.append(f"{self.encoding['type']}, {self.width} features")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict:
-        return {"type": self.type, "column": self.column, "mean": self.mean, "std": self.std}
+        data = {"type": self.type, "column": self.column, "mean": self.mean, "std": self.std}
+        if self.transform_kind == "log":
+            data.update(transform="log", minimum=self.minimum, shift=self.shift)
+        elif self.transform_kind == "quantile":
+            data.update(transform="quantile", quantiles=list(self.quantiles))
+        if self.encoding is not None:
+            data["encoding"] = {k: list(v) if isinstance(v, list) else v for k, v in self.encoding.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> NumericEncoder:
-        return cls(data["column"], data["mean"], data["std"])
+        quantiles = data.get("quantiles")
+        encoding = data.get("encoding")
+        return cls(
+            data["column"], data["mean"], data["std"], data.get("transform"), data.get("minimum", 0.0), data.get("shift", 0.0),
+            list(quantiles) if quantiles is not None else None,
+            {k: list(v) if isinstance(v, list) else v for k, v in encoding.items()} if encoding is not None else None,
+        )  # fmt: skip
+
+
+def _spread(std: float, mean: float) -> float:
+    """The std to divide by: 1 for a constant column, or one whose spread is lost in rounding."""
+    return std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0
 
 
 def standardize(values: np.ndarray, mean, std) -> np.ndarray:
@@ -374,6 +480,7 @@ ENCODERS: Registry[type[Encoder]] = Registry(
             NumericEncoder,
             BinaryEncoder,
             CategoryEncoder,
+            DateEncoder,
             ImageEncoder,
             TextEncoder,
             SequenceEncoder,
@@ -403,6 +510,11 @@ def check_column_options(type_: str | None, options: dict) -> str | None:
         for key in options:
             if key not in known:
                 return f"unknown column option '{key}'.{suggest(key, known)} Options: {', '.join(known) or 'none'}"
+        for encoder in ENCODERS.entries.values():  # the values of each type's own options
+            own = {k: v for k, v in options.items() if k in encoder.options}
+            check = getattr(encoder, "check_options", None)
+            if own and check and (message := check(own)):
+                return message
         return None
     if type_ not in ENCODERS.entries:
         return f"unknown column type '{type_}'.{suggest(type_, ENCODERS.names())} Known types: {', '.join(ENCODERS.names())}"
@@ -431,6 +543,8 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
     present = series.dropna()
     if pd.api.types.is_bool_dtype(series):
         return Inferred("binary", "true/false values")
+    if not is_target and pd.api.types.is_datetime64_any_dtype(series):
+        return Inferred("date", _DATES)
     if pd.api.types.is_numeric_dtype(series):
         values = present.to_numpy(dtype="float64")
         if not is_target:  # an input needs only: two distinct values or more
@@ -465,11 +579,16 @@ def infer_type(series: pd.Series, is_target: bool) -> Inferred:
         if is_target and whole and numbers.nunique() <= MAX_TARGET_CLASSES:
             return Inferred("category", f"whole numbers written as text, {distinct} distinct{note}")
         return Inferred("numeric", f"numbers written as text{note}")
+    if not is_target and looks_like_dates(present):
+        return Inferred("date", _DATES)
     if distinct <= MAX_CATEGORIES:
         return Inferred("category", f"text, {distinct} distinct values")
     if text.str.contains(" ", regex=False).mean() > 0.5:
         return Inferred("text", f"free text, {distinct} distinct values")
     return Inferred("category", f"text, {distinct} distinct values (more than {MAX_CATEGORIES})")
+
+
+_DATES = "dates: the year, and the month, weekday, day of year and hour that vary, as cycles"
 
 
 def _two_values(values: np.ndarray) -> bool:
@@ -509,6 +628,15 @@ def looks_like_id(series: pd.Series) -> bool:
     return bool(present.nunique() == len(present))
 
 
+MAX_NAME_WORDS = 4  # a unique text of a few words a row is a name (an id); longer ones are free text
+
+
+def looks_like_names(series: pd.Series) -> bool:
+    """Text that names each row (people, products, titles): a few words a cell, not sentences."""
+    text = series.dropna().astype("string").head(2000)
+    return bool(len(text)) and float(text.str.split().str.len().mean()) <= MAX_NAME_WORDS
+
+
 def encoder_class(column: str, type_: str, options: dict[str, Any]) -> type[Encoder]:
     """The encoder for a column of type `type_`, its options checked."""
     if type_ not in ENCODERS.entries:
@@ -519,10 +647,15 @@ def encoder_class(column: str, type_: str, options: dict[str, Any]) -> type[Enco
     encoder = ENCODERS.get(type_)
     unknown = [key for key in options if key not in encoder.options]
     if unknown:
+        owners = [name for name, e in ENCODERS.entries.items() if unknown[0] in e.options]
+        hint = f"; {unknown[0]} is an option of type {' or '.join(owners)}" if owners else ""
         raise DataError(
             f"column '{column}' is {type_}, which has no option {', '.join(unknown)} "
-            f"(its options: {', '.join(encoder.options) or 'none'})"
+            f"(its options: {', '.join(encoder.options) or 'none'}){hint}"
         )
+    check = getattr(encoder, "check_options", None)
+    if check and (message := check(options)):
+        raise DataError(f"column '{column}': {message}")
     return encoder
 
 

@@ -25,12 +25,14 @@ from dltrain.data.encoders import (
     MAX_CATEGORIES,
     CategoryEncoder,
     Encoder,
+    NumericEncoder,
     encoder_class,
     fit_encoder,
     infer_type,
     is_missing,
     keys,
     looks_like_id,
+    looks_like_names,
 )
 from dltrain.data.media import FileColumn, path_list
 from dltrain.data.schema import DataSchema, encode_target
@@ -270,7 +272,14 @@ class LabelsAndSplit:
                 "a classifier needs at least two",
                 key=("data", "target"),
             )
-        detail = f"classes: {', '.join(target.classes)}" if isinstance(target, CategoryEncoder) else f"mean {target.mean:.4g}, std {target.std:.4g}"
+        if isinstance(target, CategoryEncoder):
+            detail = f"classes: {', '.join(target.classes)}"
+        else:
+            detail = f"mean {target.mean:.4g}, std {target.std:.4g}"
+            if target.transform_kind == "quantile":
+                detail = f"quantile: normal scores of {len(target.quantiles)} training quantiles"
+            elif target.transform_kind == "log":
+                detail = f"log, then {detail}"
         reports.append(ColumnReport(name, "target", target_type, how, dropped, detail))
         return cls(target, rows, dropped)
 
@@ -346,7 +355,7 @@ def _schema(spec: DataSpec, encoders: list, target: Encoder, reports: list, labe
         encoder = next((e for e in encoders if e.column == report.name), None)
         if isinstance(encoder, CategoryEncoder):
             report.detail = f"{' / '.join(encoder.classes[:6])}{' / ...' if len(encoder.classes) > 6 else ''}"
-        elif encoder is not None and not encoder.tabular:
+        elif encoder is not None and (not encoder.tabular or isinstance(encoder, NumericEncoder)):
             report.detail = encoder.describe()
     if not encoders:
         raise DataError(f"{label}: no input columns are left: list them in data.inputs", key=("data", "inputs"))
@@ -436,7 +445,8 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
         inferred = infer_type(series, is_target=False)
         # file paths differ in every row by nature; other such columns are ids
         media = inferred.type in ENCODERS.entries and not ENCODERS.get(inferred.type).tabular
-        if not media and looks_like_id(series):
+        named = inferred.type == "text" and looks_like_names(series)  # a unique name a row: an id, not text to read
+        if (named or not media) and inferred.type != "date" and looks_like_id(series):
             warn(
                 f"column '{name}' has a different value in every row, so it looks like an id: left out of the "
                 f"inputs (list it in data.inputs to use it, or set data.id: {name} to copy it into predictions)"

@@ -143,7 +143,7 @@ class _TablePlan:
         self.block, self.others, at = [], [], []
         start = 0
         for encoder in inputs:
-            if type(encoder) is NumericEncoder and _holds_numbers(kinds[encoder.column]):
+            if type(encoder) is NumericEncoder and encoder.plain and _holds_numbers(kinds[encoder.column]):
                 self.block.append(encoder)
                 at.append(start)
             else:

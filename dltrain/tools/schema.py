@@ -111,6 +111,24 @@ def config_schema() -> dict:
         "n_fft": {"type": "integer", "minimum": 1, "default": 512, "description": "audio"},
         "hop_length": {"type": "integer", "minimum": 1, "description": "audio; default n_fft / 4"},
         "frames": {"type": "integer", "minimum": 1, "description": "video: frames sampled evenly"},
+        "transform": {"enum": ["log", "quantile"], "description": "numeric: log1p then standardized, or normal scores of the training quantiles"},
+        "encoding": {
+            "anyOf": [
+                {"enum": ["piecewise_linear", "periodic"]},
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"enum": ["piecewise_linear", "periodic"]},
+                        "bins": {"type": "integer", "minimum": 2, "default": 16, "description": "piecewise_linear: the features"},
+                        "frequencies": {"type": "integer", "minimum": 1, "default": 8, "description": "periodic: features are twice this"},
+                        "sigma": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "periodic: the frequencies' std"},
+                    },
+                    "additionalProperties": False,
+                },
+            ],
+            "description": "numeric: several features per value (piecewise_linear: bins wide; periodic: 2 * frequencies)",
+        },
     }
     known = {o for e in ENCODERS.entries.values() for o in e.options}
     assert known <= set(options), f"options without a schema: {known - set(options)}"

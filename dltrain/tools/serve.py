@@ -209,6 +209,8 @@ def _request_schema(loaded) -> dict:
         elif kind in ("binary", "category"):
             classes = list(getattr(encoder, "classes", []))
             entry = {"type": ["string", "number", "boolean", "null"], "description": f"one of {', '.join(map(str, classes))} (others are read as unknown)", "examples": classes[:5]}
+        elif kind == "date":
+            entry = {"type": ["string", "null"], "description": "a date, such as 2021-03-04 or 2021-03-04 10:30 (missing: the training mean)"}
         elif kind in ("image", "audio", "video"):
             entry = {"type": "string", "description": f"a path to a {kind} file under the server's --allow-paths folder; or upload files as multipart"}
         else:

@@ -1,4 +1,5 @@
-"""The metric registry: accuracy, precision, recall, f1, auc for classes; mae, rmse, r2 for numbers.
+"""The metric registry: accuracy, balanced_accuracy, precision, recall, f1, macro_f1, auc for
+classes; mae, rmse, r2 for numbers.
 
 Metrics are computed once per epoch from every prediction of the split (gathered from all
 processes under DDP), so they are exact, not averages of batch averages.
@@ -103,6 +104,36 @@ def _f1(o: Outcome) -> float:
     return float(torch.where(both > 0, 2 * precision * recall / both.clamp_min(1e-12), 0.0).mean())
 
 
+def _every_class(o: Outcome, metric: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(precision, recall) of every class, the negative class of a binary target too; None, with a
+    warning, when a class is absent from the split."""
+    matrix = o.confusion().double()
+    tp, predicted, actual = matrix.diagonal(), matrix.sum(0), matrix.sum(1)
+    absent = [c for c, n in zip(o.task.classes, actual.tolist()) if n == 0]
+    if absent:
+        warn(f"{metric} is undefined on the {o.split} split: no rows of class {', '.join(map(repr, absent))}")
+        return None
+    return torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp)), tp / actual
+
+
+def _balanced_accuracy(o: Outcome) -> float:
+    """The mean of each class's recall (scikit-learn's balanced_accuracy_score): a model that
+    always predicts the majority class scores 1 / classes, whatever the imbalance."""
+    rates = _every_class(o, "balanced_accuracy")
+    return math.nan if rates is None else float(rates[1].mean())
+
+
+def _macro_f1(o: Outcome) -> float:
+    """The mean of every class's F1, a binary target's negative class included (f1 of a binary
+    target is the positive class's alone)."""
+    rates = _every_class(o, "macro_f1")
+    if rates is None:
+        return math.nan
+    precision, recall = rates
+    both = precision + recall
+    return float(torch.where(both > 0, 2 * precision * recall / both.clamp_min(1e-12), 0.0).mean())
+
+
 def _auc(o: Outcome) -> float:
     """Area under the ROC curve: the chance a positive row scores above a negative one (ties half)."""
     score = o.probabilities()[:, 1].double()
@@ -151,9 +182,11 @@ METRICS: Registry[Metric] = Registry(
         m.name: m
         for m in [
             Metric("accuracy", _accuracy, True, _CLASSES),
+            Metric("balanced_accuracy", _balanced_accuracy, True, _CLASSES),
             Metric("precision", _precision, True, _CLASSES),
             Metric("recall", _recall, True, _CLASSES),
             Metric("f1", _f1, True, _CLASSES),
+            Metric("macro_f1", _macro_f1, True, _CLASSES),
             Metric("auc", _auc, True, (BINARY,)),
             Metric("mae", _mae, False, (NUMERIC,)),
             Metric("rmse", _rmse, False, (NUMERIC,)),
@@ -163,10 +196,35 @@ METRICS: Registry[Metric] = Registry(
 )
 
 DEFAULTS = {
-    CATEGORY: ("accuracy", "precision", "recall", "f1"),
-    BINARY: ("accuracy", "precision", "recall", "f1", "auc"),
+    CATEGORY: ("accuracy", "balanced_accuracy", "precision", "recall", "f1"),  # f1 of classes is macro already
+    BINARY: ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1", "auc"),
     NUMERIC: ("mae", "rmse", "r2"),
 }
+
+# what `evaluate` reports beside a run's own metrics for classes (runs that chose theirs, runs of
+# dltrain before these): the figures that say whether the rare classes are found at all
+EVALUATED = {CATEGORY: ("balanced_accuracy", "macro_f1"), BINARY: ("balanced_accuracy", "macro_f1"), NUMERIC: ()}
+
+
+def best_f1_threshold(task: Task, output: torch.Tensor, target: torch.Tensor) -> float:
+    """The positive class's probability above which rows are called positive that gives the
+    highest F1 of the positive class on these outputs (the middle of the gap between the last row
+    called positive and the next). 0.5 when there is no positive row to find."""
+    p = task.probabilities(output)[:, 1].double()
+    positive = task.labels(target).to(p.device) == 1
+    total = int(positive.sum())
+    if total == 0 or p.numel() == 0:
+        return 0.5
+    ordered, order = p.sort(descending=True)
+    found = positive[order].double().cumsum(0)
+    called = torch.arange(1, p.numel() + 1, dtype=torch.double, device=p.device)
+    f1 = 2 * found / (called + total)
+    # a cut between equal probabilities cannot be made: only after the last of each run of ties
+    cut = torch.ones_like(positive)
+    cut[:-1] = ordered[:-1] > ordered[1:]
+    best = int(torch.where(cut, f1, torch.full_like(f1, -1.0)).argmax())
+    below = float(ordered[best + 1]) if best + 1 < p.numel() else 0.0
+    return min(max((float(ordered[best]) + below) / 2, 1e-6), 1 - 1e-6)
 
 
 def higher_is_better(name: str) -> bool:

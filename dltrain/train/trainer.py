@@ -47,6 +47,7 @@ class Settings:
     scheduler_interval: str = "epoch"
     precision: str = "32"
     seed: int = 0
+    choose_threshold: bool = False  # a binary target: choose each epoch the threshold that maximizes F1 on the val split
 
 
 class Sink(Protocol):
@@ -114,6 +115,7 @@ class Job:
     task: Task
     train: Batches
     val: Batches | None = None
+    sample_weights: torch.Tensor | None = None  # a weight per training row: each epoch draws rows with replacement by them
     train_transform: Callable | None = None  # stored inputs -> model inputs, per batch (images: normalize, augment)
     val_transform: Callable | None = None
     forward: nn.Module | None = None  # what batches go through (compiled and/or DDP); checkpoints use `model`
@@ -126,6 +128,7 @@ class Result:
     best_value: float
     stopped_early: bool = False
     pruned: bool = False  # stopped by `watch` (a tuner's pruner)
+    threshold: float | None = None  # the decision threshold chosen for the best epoch (Settings.choose_threshold)
 
 
 @dataclass
@@ -143,6 +146,8 @@ class _State:
     best_epoch: int | None = None
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
+    threshold: float | None = None  # chosen on the last epoch's validation outputs (Settings.choose_threshold)
+    best_threshold: float | None = None  # and on the best epoch's
 
 
 class Trainer:
@@ -188,21 +193,34 @@ class Trainer:
                         self.sink.epoch_row(row)
                     prune = self.watch is not None and self.watch(row)  # told every epoch, the last too
                     if stop_early:
-                        return Result(self.state.history, self.state.best_epoch, self.state.best_value, True)
+                        return self._result(stopped_early=True)
                     if prune and self.state.epoch < s.epochs:
-                        return Result(self.state.history, self.state.best_epoch, self.state.best_value, pruned=True)
+                        return self._result(pruned=True)
             finally:
                 self.progress.close()
                 if self.group.main:
                     self.sink.close()
-        return Result(self.state.history, self.state.best_epoch, self.state.best_value)
+        return self._result()
+
+    def _result(self, stopped_early: bool = False, pruned: bool = False) -> Result:
+        st = self.state
+        return Result(st.history, st.best_epoch, st.best_value, stopped_early, pruned, st.best_threshold if self.settings.choose_threshold else None)
+
+    def _draw_order(self, split: Batches) -> torch.Tensor | None:
+        """The epoch's order: rows drawn with replacement by their weights (torch's
+        WeightedRandomSampler: as many as the split has), or a shuffle, from the one generator
+        that checkpoints keep."""
+        weights = self.job.sample_weights
+        if weights is not None:
+            return torch.multinomial(weights, len(split), replacement=True, generator=self.generator)
+        return split.draw_order(self.generator) if self.settings.shuffle else None
 
     def _epoch(self) -> dict:
         s, st, g, split = self.settings, self.state, self.group, self.job.train
         epoch = st.epoch + 1
         batches = count_batches(len(split), s.batch_size, g.world)
         if st.step_losses is None:  # a new epoch, not one resumed part-way
-            st.order = split.draw_order(self.generator) if s.shuffle else None
+            st.order = self._draw_order(split)
             st.step_losses, st.outputs, st.targets, st.seconds = [], [], [], 0.0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
@@ -259,6 +277,8 @@ class Trainer:
             val_loss, val_outputs, val_targets = self._validate()
             row["val_loss"] = val_loss
             row.update(self._metrics("val", val_outputs, val_targets))
+            if s.choose_threshold:
+                st.threshold = metric_registry.best_f1_threshold(self.job.task, val_outputs.float(), val_targets)
         row["lr"] = lr
         row["seconds"] = st.seconds + time.perf_counter() - start
         st.epoch, st.batch, st.order, st.step_losses = epoch, 0, None, None
@@ -358,7 +378,7 @@ class Trainer:
         )
         best = bool(improved and _finite_weights(self.model))
         if best:
-            st.best_value, st.best_epoch, st.bad_epochs = value, row["epoch"], 0
+            st.best_value, st.best_epoch, st.bad_epochs, st.best_threshold = value, row["epoch"], 0, st.threshold
         else:
             st.bad_epochs += 1
         self._save(best)  # one state, serialized once, for last.pt (and best.pt)
@@ -406,7 +426,9 @@ class Trainer:
             "epoch": st.epoch,
             "batch": st.batch,
             "partial": ranks[0]["partial"],
-            "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs},
+            "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs, "threshold": st.best_threshold},
+            # a binary target's decision threshold for these weights: what evaluate and predict use
+            "threshold": st.threshold if st.threshold is not None else self.job.task.threshold,
             "history": [dict(r) for r in st.history],
             "rng": ranks[0]["rng"],
             "ranks": ranks[1:],  # the other ranks' parts, under DDP
@@ -424,6 +446,8 @@ class Trainer:
         st.epoch, st.batch = state["epoch"], state["batch"]
         best = state["best"]
         st.best_value, st.best_epoch, st.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
+        st.best_threshold = best.get("threshold")
+        st.threshold = state.get("threshold") if self.settings.choose_threshold else None
         st.history = [dict(r) for r in state["history"]]
         own = {"partial": state.get("partial"), "rng": state["rng"]}
         others = state.get("ranks") or []

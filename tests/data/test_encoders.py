@@ -317,8 +317,9 @@ def test_check_column_options():
     assert check_column_options("binary", {"positive": "yes"}) is None
     assert check_column_options(None, {"positive": 1}) is None
     assert (
-        check_column_options("numeric", {"positive": 1}) == "type numeric has no option 'positive'. Its options: none"
+        check_column_options("category", {"positive": 1}) == "type category has no option 'positive'. Its options: none"
     )
+    assert check_column_options("numeric", {"positive": 1}) == "type numeric has no option 'positive'. Its options: transform, encoding"
     assert check_column_options("catgory", {}).startswith(
         "unknown column type 'catgory'. Did you mean 'category'? Known types: "
     )

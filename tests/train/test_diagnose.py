@@ -18,3 +18,23 @@ def test_no_hint_for_a_healthy_run_or_noise():
 def test_underfitting_when_both_stay_near_the_baseline():
     hint = diagnose(rows([1.09, 1.08, 1.08], [1.1, 1.09, 1.09]), baseline=1.0986)
     assert hint.startswith("Underfitting: training and validation loss (1.08, 1.09) stayed close to 1.099")
+
+
+def test_a_rise_within_a_small_splits_noise_is_not_overfitting():
+    train = [1.0, 0.6, 0.4, 0.3, 0.25, 0.2, 0.18]
+    val = [0.9, 0.6, 0.5, 0.55, 0.56, 0.57, 0.58]  # 16% above its best
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=40) is None  # 40 rows: within 1 + 2/sqrt(40) = 1.32
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=2000).startswith("Overfitting")
+    assert diagnose(rows(train, [0.9, 0.6, 0.5, 0.6, 0.65, 0.7, 0.75]), baseline=1.1, val_rows=40).startswith("Overfitting")
+
+
+def test_a_model_still_improving_at_the_end_is_told_to_train_longer():
+    train = [1.0, 0.8, 0.7, 0.62, 0.56, 0.52, 0.49, 0.46, 0.44, 0.42, 0.4, 0.38]
+    val = [1.0, 0.85, 0.75, 0.68, 0.63, 0.59, 0.56, 0.53, 0.51, 0.49, 0.47, 0.45]
+    hint = diagnose(rows(train, val), baseline=1.1, val_rows=100)
+    assert hint.startswith("Still learning: validation loss fell from 0.56 to 0.45 over the last 5 epochs")
+    assert "train.epochs=24" in hint and "undertrained rather than too small" in hint
+    assert diagnose(rows(train[:8], val[:8]), baseline=1.1) is None  # a short run was asked to be short
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=100, stopped_early=True) is None
+    flat = [1.0, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    assert diagnose(rows(flat, flat), baseline=1.1) is None  # at its best, but no longer falling
