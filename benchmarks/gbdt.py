@@ -130,7 +130,7 @@ def _dates(seed: int) -> pd.DataFrame:
     n = 2500
     days = pd.Timestamp("2012-01-01") + pd.to_timedelta(rng.integers(0, 3650, n), unit="D")
     store = rng.choice(["north", "south", "east"], n)
-    y = 3 * np.sin(2 * np.pi * days.dayofyear / 366) + 1.0 * (days.dayofweek >= 5) + 0.3 * (days.year - 2012) + 0.8 * (store == "north") + rng.normal(0, 0.5, n)
+    y = 3 * np.sin(2 * np.pi * days.day_of_year / 366) + 1.0 * (days.day_of_week >= 5) + 0.3 * (days.year - 2012) + 0.8 * (store == "north") + rng.normal(0, 0.5, n)
     return pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "store": store, "sales": y.round(3)})
 
 
@@ -176,8 +176,8 @@ def _sklearn_frame(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.S
         if looks_like_dates(series):
             stamps = parse_dates(series)
             x[column] = (stamps - pd.Timestamp("1970-01-01")).dt.days.astype(float)
-            x[column + "_dayofyear"] = stamps.dt.dayofyear.astype(float)
-            x[column + "_weekday"] = stamps.dt.dayofweek.astype(float)
+            x[column + "_dayofyear"] = stamps.dt.day_of_year.astype(float)
+            x[column + "_weekday"] = stamps.dt.day_of_week.astype(float)
             continue
         numbers = pd.to_numeric(series, errors="coerce")
         if numbers.notna().mean() > 0.95:

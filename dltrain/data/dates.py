@@ -63,8 +63,8 @@ def _parts(stamps: pd.Series) -> dict[str, np.ndarray]:
     hours = values.hour + values.minute / 60 + values.second / 3600
     return {
         "month": np.asarray(values.month - 1, dtype="float64"),
-        "weekday": np.asarray(values.dayofweek, dtype="float64"),
-        "day_of_year": np.asarray(values.dayofyear - 1, dtype="float64"),
+        "weekday": np.asarray(values.day_of_week, dtype="float64"),
+        "day_of_year": np.asarray(values.day_of_year - 1, dtype="float64"),
         "hour": np.asarray(hours, dtype="float64"),
     }
 
@@ -72,7 +72,7 @@ def _parts(stamps: pd.Series) -> dict[str, np.ndarray]:
 def _years(stamps: pd.Series) -> np.ndarray:
     """The year with its fraction (2021.5 in July 2021): a trend over the years is one number."""
     values = pd.DatetimeIndex(stamps)
-    return np.asarray(values.year + (values.dayofyear - 1) / 366.0, dtype="float64")
+    return np.asarray(values.year + (values.day_of_year - 1) / 366.0, dtype="float64")
 
 
 @dataclass
