@@ -291,8 +291,12 @@ def evaluate(
     allow_changed_data: Annotated[
         bool, typer.Option("--allow-changed-data", help="Evaluate the run's own split although its data changed since training (the result says so).")
     ] = False,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also score the training majority (or mean) and a linear model on the same inputs.")
+    ] = True,
 ) -> None:
-    """Score a trained model on its test split (or another), or on a table file."""
+    """Score a trained model on its test split (or another), or on a table file, beside what a
+    constant and a linear model fitted on the same training rows score."""
 
     def action():
         import json
@@ -306,7 +310,7 @@ def evaluate(
             raise UsageError("--allow-changed-data goes with the run's own split: --data FILE is evaluated as it is")
         if allow_changed_data and with_report:
             raise UsageError("--report reads the run's data as it was trained: with --allow-changed-data leave out --report (the JSON result says what was evaluated)")
-        result = run_evaluate(run, split, data, allow_changed_data=allow_changed_data)
+        result = run_evaluate(run, split, data, allow_changed_data=allow_changed_data, baseline=baseline)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
         else:

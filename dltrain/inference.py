@@ -6,7 +6,7 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,13 @@ from dltrain.console import collecting, warn
 from dltrain.data.batches import TensorSplit
 from dltrain.data.encoders import keys
 from dltrain.data.media import list_items
-from dltrain.data.prepare import missing_files, rebuild
+from dltrain.data.prepare import missing_files, rebuild, split_targets
 from dltrain.data.schema import encode_target
 from dltrain.data.sources import EXTENSIONS, ResolvedSource, kind_of, read_chunks, read_table
 from dltrain.errors import DataError, UsageError
 from dltrain.files import check_output, json_pieces, write_output
 from dltrain.train import metrics as metric_registry
+from dltrain.train.baseline import Baseline, constant, linear, linear_fits
 from dltrain.train.trainer import Seen, infer
 
 
@@ -53,6 +54,8 @@ class Evaluation:
     confusion: dict | None
     path: Path | None  # the JSON file written (None: the run directory could not be written)
     data_changed: bool = False  # the run's own split, read from data that changed since training (--allow-changed-data)
+    baselines: list[Baseline] = field(default_factory=list)  # what the model must beat, on the same rows
+    baseline_note: str | None = None  # why a baseline is not shown (the training data is not here)
 
     def to_dict(self) -> dict:
         data = {"split": self.split, "rows": self.rows, "metrics": self.metrics}
@@ -60,6 +63,8 @@ class Evaluation:
             data["confusion_matrix"] = self.confusion
         if self.data_changed:
             data["data_changed"] = True
+        if self.baselines:
+            data["baselines"] = {b.name: {"what": b.what, "metrics": b.metrics} for b in self.baselines}
         return data
 
 
@@ -109,16 +114,26 @@ def score(
 
 
 def evaluate(
-    run: str | Path, split: str = "test", data: str | Path | None = None, batch_size: int | None = None, allow_changed_data: bool = False
+    run: str | Path,
+    split: str = "test",
+    data: str | Path | None = None,
+    batch_size: int | None = None,
+    allow_changed_data: bool = False,
+    baseline: bool = True,
 ) -> Evaluation:
     """Metrics of a run on its own split (rebuilt from data.json), or on a whole file with `data`;
     written to evaluate_<split>.json in the run directory (evaluate_<result_name>.json for a file).
+
+    With `baseline`, also what the training majority class (or mean) and a linear model on the same
+    encoded inputs, fitted on the run's train split, score on the same rows.
 
     The own split of data that changed since training is refused unless `allow_changed_data`; the
     result then says "data_changed": true."""
     scored = score(run, split, data, batch_size, allow_changed_data)
     out = scored.loaded.run_dir / f"evaluate_{result_name(split, data)}.json"
     result = Evaluation(scored.name if data is None else str(data), scored.seen.rows, scored.metrics, scored.confusion, out, scored.data_changed)
+    if baseline:
+        result.baselines, result.baseline_note = baselines(scored)
     try:
         write_output(out, json_pieces(json_safe(result.to_dict())), "", "was not written by dltrain evaluate", _an_evaluation)
     except OSError as error:  # a read-only or full run directory: the figures are still the answer asked for
@@ -132,7 +147,43 @@ def _an_evaluation(path: Path) -> bool:
     import json
 
     keys = set(json.loads(path.read_text()))
-    return {"split", "rows", "metrics"} <= keys <= {"split", "rows", "metrics", "confusion_matrix", "data_changed"}
+    return {"split", "rows", "metrics"} <= keys <= {"split", "rows", "metrics", "confusion_matrix", "data_changed", "baselines"}
+
+
+def baselines(scored: Scored) -> tuple[list[Baseline], str | None]:
+    """The training majority (or mean), and a linear model on the same encoded inputs fitted on the
+    run's train split, scored on the rows `scored` holds; with why one is missing, if one is."""
+    loaded = scored.loaded
+    info, task = loaded.recipe.data, loaded.task
+    if scored.seen.targets is None or not len(info["indices"].get("train", [])):
+        return [], "no baseline: this run has no train split"
+    gone = missing_files(info)
+    if gone:
+        return [], f"no baseline: the data this run was trained on is not here ({', '.join(gone)})"
+    names = tuple(n for n in scored.metrics if n != "loss")
+    y_eval = scored.seen.targets
+    found: list[str] = []
+    tabular = isinstance(scored.rows, TensorSplit) and loaded.schema.files is None and linear_fits(scored.rows.x)
+    streamed = (loaded.recipe.config.get("data") or {}).get("in_memory") is False
+    tabular = tabular and not streamed  # a streamed table's train split may not fit in memory
+    try:
+        with collecting():  # a metric undefined on this split was said for the model already
+            if tabular:
+                train = rebuild(info, loaded.schema, task.form, ("train",), changed=found.append)["train"]
+                y_train = train.y
+            else:
+                y_train = split_targets(info, loaded.schema, task.form, "train")
+            shown = [constant(task, y_train, y_eval, names, scored.name)]
+            if tabular and not found:
+                x_eval = scored.rows.x if loaded.transform is None else loaded.transform(scored.rows.x)
+                x_train = train.x if loaded.transform is None else loaded.transform(train.x)
+                shown.append(linear(task, x_train, y_train, x_eval, y_eval, names, scored.name, int(loaded.recipe.config.get("seed") or 0)))
+    except DataError as error:  # the train split's rows are gone from changed data
+        return [], f"no baseline: {error}"
+    note = f"no linear baseline: the data this run was trained on changed since ({found[0]})" if found else None
+    if streamed:
+        note = "no linear baseline: this run streams its data (data.in_memory: false), and a linear model is fitted on the whole train split in memory"
+    return shown, note
 
 
 SPLITS = ("train", "val", "test")

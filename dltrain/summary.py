@@ -139,10 +139,20 @@ def print_evaluation(evaluation) -> None:
     console = out()
     table = Table(show_edge=False, header_style="bold", title=f"{evaluation.split}: {evaluation.rows} rows", title_justify="left")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("model", justify="right")
+    baselines = getattr(evaluation, "baselines", [])
+    for baseline in baselines:
+        table.add_column(baseline.name, justify="right")
     for name, value in evaluation.metrics.items():
-        table.add_row(name, _number(value))
+        table.add_row(name, _number(value), *(_number(b.metrics[name]) if name in b.metrics else "" for b in baselines))
     console.print(table)
+    for baseline in baselines:
+        console.print(f"{baseline.name}: {baseline.what}", markup=False, highlight=False)
+    verdict = baseline_verdict(evaluation.metrics, baselines, evaluation.rows)
+    if verdict:
+        console.print(verdict, markup=False, highlight=False)
+    if getattr(evaluation, "baseline_note", None):
+        console.print(evaluation.baseline_note, markup=False, highlight=False)
     if evaluation.confusion is not None:
         labels = evaluation.confusion["labels"]
         matrix = Table(show_edge=False, header_style="bold", title="confusion matrix (rows true, columns predicted)", title_justify="left")
@@ -154,6 +164,33 @@ def print_evaluation(evaluation) -> None:
         console.print(matrix)
     if evaluation.path is not None:
         console.print(f"written: {evaluation.path}")
+
+
+PRIMARY = ("r2", "accuracy", "auc", "rmse", "mae")  # the figure a verdict reads, the first the result has
+
+
+def baseline_verdict(metrics: dict[str, float], baselines: list, rows: int) -> str | None:
+    """A line when the model scores no better than a baseline on its main figure (r2, accuracy)."""
+    from dltrain.train.metrics import METRICS
+
+    name = next((n for n in PRIMARY if n in metrics), None)
+    if name is None:
+        return None
+    higher = METRICS.get(name).higher_is_better
+    model = metrics[name]
+    for baseline in sorted(baselines, key=lambda b: b.name != "linear"):  # the stronger claim first
+        other = baseline.metrics.get(name, math.nan)
+        if math.isnan(model) or math.isnan(other) or ((model > other) if higher else (model < other)):
+            continue
+        scores = f"{name} {_number(other)} against the network's {_number(model)} on {rows} rows"
+        if baseline.name == "linear":
+            return (
+                f"the linear model scores at least as well as the network ({scores}): the network has learned nothing "
+                "here that a linear model does not. On a small table that is common, and the linear model may be the one "
+                "to keep; else try a wider network or more epochs (dltrain init writes both from the data)"
+            )
+        return f"the network scores no better than always predicting the {baseline.name} ({scores}): it has not learned from the inputs"
+    return None
 
 
 def print_layers() -> None:

@@ -37,7 +37,7 @@ def test_an_unchanged_run_evaluates_without_a_warning(iris_run, cli):
     assert result.code == 0, result.output
     assert "changed" not in result.stderr
     assert "data_changed" not in json.loads(result.stdout)
-    assert set(json.loads((iris_run / "evaluate_test.json").read_text())) == {"split", "rows", "metrics", "confusion_matrix"}
+    assert set(json.loads((iris_run / "evaluate_test.json").read_text())) == {"split", "rows", "metrics", "confusion_matrix", "baselines"}
 
 
 def test_shuffled_labels_are_refused_and_allowed_only_when_asked(iris_run, cli):

@@ -155,13 +155,24 @@ def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], i
     recorded = {name: np.asarray(info["indices"].get(name, []), dtype=np.int64) for name in names}
     if changed is not None and (what := _what_changed(info, table, schema, recorded)) is not None:
         changed(what)
+    return make_splits(table, schema, _targets(table, schema, form, recorded))[0]
+
+
+def split_targets(info: dict, schema: DataSchema, form: str, name: str) -> torch.Tensor:
+    """The encoded targets of one split of a run, read from its target column alone (no inputs
+    decoded): what a baseline that ignores the inputs needs."""
+    table = open_table(recorded_sources(info), False)
+    recorded = {name: np.asarray(info["indices"].get(name, []), dtype=np.int64)}
+    return _targets(table, schema, form, recorded)[name][0]
+
+
+def _targets(table: WholeTable | ChunkedTable, schema: DataSchema, form: str, recorded: dict[str, np.ndarray]) -> dict:
     target = schema.target.column
     labels = table.columns([target])
     if target not in labels.columns:
         raise DataError(f"{table.label} has no column '{target}' any more")
     targets = {}
-    for name in names:
-        indices = recorded[name]
+    for name, indices in recorded.items():
         if len(indices) and indices.max() >= len(labels):
             raise DataError(
                 f"the {name} split of this run has rows up to {int(indices.max())}, but {table.label} "
@@ -170,7 +181,7 @@ def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], i
             )
         y, known = encode_target(schema.target, labels[target].iloc[indices], form)
         targets[name] = (y[torch.from_numpy(np.array(known, dtype=bool))], indices[known])
-    return make_splits(table, schema, targets)[0]
+    return targets
 
 
 def _what_changed(info: dict, table: WholeTable | ChunkedTable, schema: DataSchema, indices: dict[str, np.ndarray]) -> str | None:
