@@ -125,11 +125,6 @@ def fit(
         from dltrain.summary import print_fit
         from dltrain.train.trainer import Interrupted
 
-        tested = None
-        if resume is None:  # optimizer.lr: auto: the range test chooses the rate, which config.yaml records
-            from dltrain.tools.lrfind import resolve_auto_lr
-
-            overrides, tested = resolve_auto_lr(configs[0], overrides, device)
         try:
             result = run_fit(
                 configs[0] if configs else None,
@@ -139,7 +134,6 @@ def fit(
                 init_from=init_from,
                 resume=resume,
                 allow_changed_data=allow_changed_data,
-                data=tested.data if tested is not None else None,
             )
         except Interrupted as stop:
             from dltrain.console import err

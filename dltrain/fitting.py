@@ -81,6 +81,9 @@ def fit(
     group = _join_group(overrides if resume is None else [])
     failed = True
     try:
+        if resume is None:  # optimizer.lr: auto: a range test chooses the rate, which config.yaml records
+            overrides, tested = _auto_lr(config, overrides, group)
+            data = data if data is not None or tested is None else tested.data
         if resume is not None:
             result = _resume(Path(resume), overrides, allow_changed_data, progress, group)
         else:
@@ -268,6 +271,20 @@ def _require_data(run_path: Path, info: dict) -> None:
             f"on the data the run began with: put it back, or start a new run from these weights: "
             f"dltrain fit CONFIG --init-from {run_path}"
         )
+
+
+def _auto_lr(config, overrides: list[str], group: Group):
+    """`optimizer.lr: auto` resolved by the range test: the overrides with the rate it chose, and
+    the test (whose encoded data the run reuses). Under torchrun rank 0 runs it and tells the others."""
+    from dltrain.tools.lrfind import auto_lr_path, resolve_auto_lr
+
+    if auto_lr_path(config, overrides) is None:
+        return overrides, None
+    overrides, tested = resolve_auto_lr(config, overrides) if group.main else (overrides, None)
+    chosen = group.broadcast(overrides[-1] if group.main else None)
+    if not group.main:
+        overrides = [*overrides, chosen]
+    return overrides, tested
 
 
 def _join_group(overrides: list[str]) -> Group:

@@ -60,6 +60,17 @@ def test_lr_auto_records_the_chosen_rate_and_trains(tmp_path, cli, monkeypatch):
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optimizer"]["lr"] == recorded
 
 
+def test_lr_auto_from_the_python_api_and_a_dict(tmp_path):
+    """dltrain.fit on a dict with lr: auto runs the same range test, with the data it encoded reused."""
+    import dltrain
+
+    config = yaml.safe_load(iris_config(tmp_path, **{"lr: 0.01": "lr: auto"}).read_text())
+    config["data"]["source"] = str(tmp_path / "iris.csv")
+    result = dltrain.fit(config, out=tmp_path / "api", progress=False)
+    recorded = yaml.safe_load((result.run_dir / "config.yaml").read_text())["optimizer"]["lr"]
+    assert isinstance(recorded, float) and 1e-4 <= recorded <= 0.5
+
+
 def test_lr_find_bad_input_is_exit_2(tmp_path, cli):
     config = iris_config(tmp_path)
     result = cli("lr-find", config, "--steps", "3")
