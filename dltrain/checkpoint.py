@@ -136,6 +136,11 @@ def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best.pt") -> Pa
         if not candidate.is_file():
             if which == "best.pt" and (path / "last.pt").is_file():
                 return path / "last.pt"  # a run stopped before its first validation
+            if (path / "cv.json").is_file():
+                raise CheckpointError(
+                    f"{path}: a dltrain cv folder, not a run: its test metrics are in {path / 'cv.json'} (mean and spread "
+                    f"over the folds); give one fold's run ({path / 'fold-1'}), or predict with the folder to use every fold's model"
+                )
             raise CheckpointError(f"{path}: no {which} in this folder; is it a dltrain run directory?")
         return candidate
     if not path.exists():

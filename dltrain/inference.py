@@ -330,11 +330,98 @@ class _Tally:
         self.found.clear()
 
 
+@dataclass
+class Ensemble:
+    """The fold models of a `dltrain cv` folder predicting together: each fold encodes the rows with
+    its own encoders (fitted on its own training rows) and runs its own model; their class
+    probabilities (or values) are averaged."""
+
+    folder: Path
+    members: list[LoadedRun]
+
+    @property
+    def first(self) -> LoadedRun:
+        return self.members[0]
+
+
+def load_predictor(run: str | Path) -> LoadedRun | Ensemble:
+    """A run (its best.pt), a checkpoint, or a `dltrain cv` folder (every fold's model together)."""
+    path = Path(run)
+    if path.is_dir() and (path / "cv.json").is_file() and not (path / "best.pt").exists():
+        return load_ensemble(path)
+    return load_run(run)
+
+
+def load_ensemble(folder: Path) -> Ensemble:
+    import json
+
+    try:
+        folds = int(json.loads((folder / "cv.json").read_text())["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{folder / 'cv.json'}: not a cross-validation summary written by dltrain cv ({error})") from None
+    runs = [folder / f"fold-{k}" for k in range(1, folds + 1)]
+    missing = [str(r) for r in runs if not (r / "best.pt").is_file()]
+    if missing:
+        raise DataError(f"{folder}: the cross-validation has {folds} folds, and {', '.join(missing)} has no best.pt; predict with one fold's run instead")
+    members = [load_run(r) for r in runs]
+    first = members[0]
+    for member in members[1:]:
+        if member.task.target_type != first.task.target_type or member.schema.target.column != first.schema.target.column:
+            raise DataError(f"{member.run_dir}: its target is not the other folds' ({member.schema.target.column}, {member.task.target_type}): not one cross-validation")
+    return Ensemble(folder, members)
+
+
+def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch_size: int | None, tally: _Tally) -> pd.DataFrame:
+    """predict's columns for one chunk, from every fold's model: the mean of their probabilities
+    (the class with the largest; a binary target's positive class above the folds' mean threshold),
+    or of their values."""
+    encoded = []
+    for n, member in enumerate(ensemble.members):
+        said: list[str] = []
+        try:
+            with collecting() as said:
+                encoded.append(member.schema.encode_inputs(chunk, label, new=True))
+        finally:
+            if n == 0:  # the same cells, the same warnings: said once
+                tally.add(said)
+    common = np.logical_and.reduce([readable for _, readable in encoded])
+    first = ensemble.first
+    task = first.task
+    columns = echoed_columns(first, chunk[common])
+    if task.is_classification:
+        classes = list(dict.fromkeys(c for m in ensemble.members for c in m.task.classes))
+        total = np.zeros((int(common.sum()), len(classes)))
+        for member, (x, readable) in zip(ensemble.members, encoded):
+            keep = torch.from_numpy(common[readable])
+            probs = member.task.probabilities(run_model(member, x[keep], batch_size)).cpu().numpy()
+            for i, name in enumerate(member.task.classes):
+                total[:, classes.index(name)] += probs[:, i]
+        probs = total / len(ensemble.members)
+        if task.target_type == "binary":
+            threshold = float(np.mean([m.task.threshold for m in ensemble.members]))
+            chosen = (probs[:, classes.index(task.classes[1])] > threshold).astype(int)
+            predicted = np.array([task.classes[0], task.classes[1]], dtype=object)[chosen]
+        else:
+            predicted = np.array(classes, dtype=object)[probs.argmax(1)]
+        columns["prediction"] = predicted
+        for i, name in enumerate(classes):
+            columns[f"prob_{name}"] = probs[:, i]
+    else:
+        values = [m.task.values(run_model(m, x[torch.from_numpy(common[r])], batch_size)).cpu().numpy() for m, (x, r) in zip(ensemble.members, encoded)]
+        columns["prediction"] = np.mean(values, axis=0)
+    return pd.DataFrame(columns, index=range(int(common.sum())))
+
+
 def _predictions(
-    loaded: LoadedRun, input: str | Path | pd.DataFrame, batch_size: int | None, rows: int, tally: _Tally, query: str | None = None
+    loaded: LoadedRun | Ensemble, input: str | Path | pd.DataFrame, batch_size: int | None, rows: int, tally: _Tally, query: str | None = None
 ) -> Iterator[pd.DataFrame]:
     """The predictions of the input's rows, chunk by chunk, in the input's order; the chunks'
     warnings go to `tally`."""
+    if isinstance(loaded, Ensemble):
+        chunks, label = _input_chunks(loaded.first, input, rows, query)
+        for chunk in chunks:
+            yield _ensemble_outputs(loaded, chunk, label, batch_size, tally)
+        return
     chunks, label = _input_chunks(loaded, input, rows, query)
     for chunk in chunks:
         said: list[str] = []
@@ -366,6 +453,7 @@ def predict(
     query: str | None = None,
 ) -> pd.DataFrame | Written:
     """Predictions for a table (without its target), or for image files, a folder of them or a glob.
+    `run` is a run directory, a checkpoint, or a `dltrain cv` folder: its fold models together.
 
     The rows are read, encoded and predicted `chunk_rows` (CHUNK_ROWS) at a time. Without `output`
     the predictions are returned as one DataFrame: the id column (or the file path), `prediction`,
@@ -378,7 +466,7 @@ def predict(
     """
     if output is not None:
         output = _output_path(output, input)
-    loaded = load_run(run)
+    loaded = load_predictor(run)
     tally = _Tally()
     try:
         frames = _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)
@@ -395,7 +483,7 @@ def predict_chunks(
 ) -> Iterator[pd.DataFrame]:
     """The predictions of `predict`, one DataFrame per chunk of `chunk_rows` input rows, as they are
     made: memory holds one chunk, whatever the length of the input (predict to standard output)."""
-    loaded = load_run(run)
+    loaded = load_predictor(run)
     tally = _Tally()
     try:
         yield from _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 
+import dltrain
 from tests.conftest import iris_config, write
 
 
@@ -31,6 +32,22 @@ def test_cv_on_iris_gives_a_run_per_fold_and_out_of_fold_predictions(tmp_path, c
     assert sorted(test_rows) == sorted(oof.loc[oof["fold"] == 2, "row"])
     assert pd.read_csv(tmp_path / "iris.csv").shape == (150, 5)  # the user's table as it was
 
+    # predict on the cv folder: the folds' models together, each with its own encoders
+    rows = pd.read_csv(tmp_path / "iris.csv").drop(columns="species")
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    together = cli("predict", folder, tmp_path / "rows.csv", "-o", tmp_path / "together.csv")
+    assert together.code == 0, together.output
+    ensemble = pd.read_csv(tmp_path / "together.csv")
+    folds = [dltrain.predict(folder / f"fold-{k}", rows) for k in (1, 2, 3)]
+    probs = ["prob_setosa", "prob_versicolor", "prob_virginica"]
+    assert list(ensemble.columns) == list(folds[0].columns)
+    mean = sum(f[probs].to_numpy() for f in folds) / 3
+    assert abs(ensemble[probs].to_numpy() - mean).max() < 1e-6
+    assert (ensemble["prediction"].to_numpy() == pd.Series(mean.argmax(1)).map(dict(enumerate(c[5:] for c in probs))).to_numpy()).all()
+    assert (ensemble["prediction"] == pd.read_csv(tmp_path / "iris.csv")["species"]).mean() >= 0.9
+    refused = cli("evaluate", folder)
+    assert refused.code == 2 and "a dltrain cv folder, not a run" in refused.stderr and "cv.json" in refused.stderr
+
 
 def test_cv_on_a_number_is_plain_k_fold(tmp_path, cli, monkeypatch, root):
     monkeypatch.chdir(tmp_path)
@@ -53,6 +70,13 @@ train: {{epochs: 3}}
     oof = pd.read_csv(tmp_path / "cv" / "oof.csv")
     assert len(oof) == len(set(oof["row"])) and oof["fold"].value_counts().max() - oof["fold"].value_counts().min() <= 1
     assert set(json.loads((tmp_path / "cv" / "cv.json").read_text())["metrics"]) >= {"mae", "rmse", "r2"}
+    rows = pd.read_csv(root / "data" / "penguins.csv").head(20)
+    together = dltrain.predict(tmp_path / "cv", rows)["prediction"].to_numpy()
+    folds = [dltrain.predict(tmp_path / "cv" / f"fold-{k}", rows)["prediction"].to_numpy() for k in (1, 2)]
+    assert abs(together - (folds[0] + folds[1]) / 2).max() < 1e-6 * abs(together).max()
+    (tmp_path / "cv" / "fold-2" / "best.pt").unlink()
+    broken = cli("predict", tmp_path / "cv", root / "data" / "penguins.csv")
+    assert broken.code == 2 and "fold-2 has no best.pt" in broken.stderr
 
 
 def test_cv_bad_input_is_exit_2(tmp_path, cli, monkeypatch):
