@@ -120,14 +120,14 @@ def test_a_second_resume_of_a_running_run_is_refused_naming_the_first(slow_run):
 
 
 def test_the_lock_is_released_after_sigterm(slow_run):
-    process = dltrain_process("fit", "--resume", slow_run, "train.epochs=4")
+    process = dltrain_process("fit", "--resume", slow_run, "train.epochs=40")
     wait_for_training(slow_run, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     assert lock_is_free(slow_run)
     # and the next --resume takes it: it starts, and is stopped in turn
-    again = dltrain_process("fit", "--resume", slow_run, "train.epochs=4")
+    again = dltrain_process("fit", "--resume", slow_run, "train.epochs=40")
     wait_for_training(slow_run, again)
     again.send_signal(signal.SIGTERM)
     _, stderr = again.communicate(timeout=120)
