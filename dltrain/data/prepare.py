@@ -33,6 +33,7 @@ from dltrain.data.encoders import (
     keys,
     looks_like_id,
     looks_like_names,
+    tabular_types,
 )
 from dltrain.data.media import FileColumn, path_list
 from dltrain.data.schema import DataSchema, encode_target
@@ -445,6 +446,7 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
             plan.append((column.name, type_, column.options))
             reports.append(ColumnReport(column.name, "input", type_, "given" if column.type else inferred.reason))
         return plan
+    unique_text = []
     for name in table.columns:
         if name in reserved:
             continue
@@ -457,6 +459,9 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
         # file paths differ in every row by nature; other such columns are ids
         media = inferred.type in ENCODERS.entries and not ENCODERS.get(inferred.type).tabular
         named = inferred.type == "text" and looks_like_names(series)  # a unique name a row: an id, not text to read
+        if inferred.type == "text" and not named and looks_like_id(series):
+            unique_text.append((name, inferred))  # sentences in every row: the text input, or an id beside table columns
+            continue
         if (named or not media) and inferred.type != "date" and looks_like_id(series):
             warn(
                 f"column '{name}' has a different value in every row, so it looks like an id: left out of the "
@@ -475,5 +480,18 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
             )
         plan.append((name, inferred.type, {}))
         reports.append(ColumnReport(name, "input", inferred.type, inferred.reason))
+    tabular = set(tabular_types())
+    beside_table = any(type_ in tabular for _, type_, _ in plan)
+    for name, inferred in unique_text:
+        if beside_table:  # text must be the model's only input, and a different text a row names the row
+            warn(
+                f"column '{name}' has a different text in every row and table columns beside it, so it is taken for an "
+                f"id: left out of the inputs (set data.id: {name} to copy it into predictions, or list it alone in "
+                "data.inputs to train on the text)"
+            )
+            reports.append(ColumnReport(name, "ignored", "-", "looks like an id"))
+        else:
+            plan.append((name, inferred.type, {}))
+            reports.append(ColumnReport(name, "input", inferred.type, inferred.reason))
     return plan
 

@@ -244,11 +244,19 @@ def _plan_columns(table, target: str) -> list[tuple[str, str, str]]:
             plan.append((column, "date", inferred.reason))
         elif (tabular or inferred.type == "text") and looks_like_id(series) and (inferred.type != "text" or looks_like_names(series)):
             plan.append((column, "id", "a different value in every row, so an id"))
+        elif inferred.type == "text" and looks_like_id(series):
+            plan.append((column, "unique text", inferred.reason))  # decided below, once the other columns are known
         elif inferred.type == "category" and (distinct := keys(series).nunique()) > MAX_CATEGORIES:
             plan.append((column, "left out", f"{distinct} distinct values, one-hot would add {distinct + 1} features; list it with type category to use it"))
         else:
             plan.append((column, inferred.type, inferred.reason))
-    return plan
+    beside_table = any(role in tabular_types() or role == "date" for _, role, _ in plan)
+    # sentences in every row: the text input alone; beside table columns (text cannot join them), the row's id
+    return [
+        (column, "id", "a different text in every row, beside table columns: an id") if role == "unique text" and beside_table
+        else (column, "text", why) if role == "unique text" else (column, role, why)
+        for column, role, why in plan
+    ]  # fmt: skip
 
 
 def _media(kind: str, paths) -> tuple[str, int]:

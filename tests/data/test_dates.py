@@ -113,3 +113,27 @@ def test_init_writes_dates_as_dates_and_names_as_ids(tmp_path, cli, monkeypatch)
     assert "must be the only input" not in text
     fitted = cli("fit", "c.yaml", "train.epochs=3", "--out", "run")
     assert fitted.code == 0, fitted.output
+
+
+def test_unique_sentences_are_an_id_beside_table_columns_and_the_input_alone(tmp_path, cli, monkeypatch):
+    """A different sentence in every row (longer than a name) cannot join table columns: beside them
+    it is the row's id, in init's config and in fit's own inference; alone, it is the text input."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(3)
+    words = ["red", "blue", "small", "large", "round", "flat", "old", "new"]
+    notes = [" ".join([f"note {i}:", *rng.choice(words, 6)]) for i in range(400)]
+    table = pd.DataFrame({"x": rng.normal(size=400), "note": notes})
+    table["y"] = table["x"] * 2 + rng.normal(0, 0.1, 400)
+    table.to_csv("mixed.csv", index=False)
+    assert cli("init", "mixed.csv", "--target", "y", "-o", "mixed.yaml").code == 0
+    text = (tmp_path / "mixed.yaml").read_text()
+    assert "id: note" in text and "must be the only input" not in text
+    plain = "data: {source: mixed.csv, target: y}\nmodel: {layers: [{Linear: 8}, ReLU, {Linear: auto}]}\nloss: MSELoss\ntrain: {epochs: 1}\n"
+    (tmp_path / "plain.yaml").write_text(plain)
+    checked = cli("check", "plain.yaml")
+    assert checked.code == 0, checked.output
+    assert "column 'note' has a different text in every row and table columns beside it" in " ".join(checked.stderr.split())
+
+    table[["note", "y"]].assign(y=np.where(table["x"] > 0, "up", "down")).to_csv("alone.csv", index=False)
+    assert cli("init", "alone.csv", "--target", "y", "-o", "alone.yaml").code == 0
+    assert "{column: note, type: text" in (tmp_path / "alone.yaml").read_text()
