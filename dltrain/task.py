@@ -104,10 +104,13 @@ class Task:
 
 
 def untransform(values: torch.Tensor, transform: dict) -> torch.Tensor:
-    """A numeric target's transform undone: `{"type": "log", "minimum", "shift"}` (log1p(x + shift))
-    or `{"type": "quantile", "quantiles": [...]}` (normal scores of the training quantiles)."""
+    """A numeric target's transform undone: `{"type": "log", "minimum", "shift", "maximum"}`
+    (log1p(x + shift)) or `{"type": "quantile", "quantiles": [...]}` (normal scores of the training
+    quantiles). Either stays within the training range, as a tree's predictions do: past its edge,
+    exp would turn a small error in log units into a huge one."""
     if transform["type"] == "log":
-        return (torch.expm1(values) - transform["shift"]).clamp_min(transform["minimum"])
+        maximum = transform.get("maximum")  # runs before it was recorded: no upper bound
+        return (torch.expm1(values) - transform["shift"]).clamp(transform["minimum"], maximum)
     levels = torch.special.ndtr(values).cpu().numpy()
     quantiles = transform["quantiles"]
     out = np.interp(levels, np.linspace(0, 1, len(quantiles)), np.asarray(quantiles, dtype="float64"))

@@ -181,6 +181,7 @@ class NumericEncoder(Encoder):
     shift: float = 0.0
     quantiles: list[float] | None = None  # quantile: the training values at evenly spaced levels
     encoding: dict | None = None  # {"type": "piecewise_linear", "edges": [...]} or {"type": "periodic", "frequencies": [...]}
+    maximum: float | None = None  # log: the training maximum, which a target's decoded predictions stay under
     type: ClassVar[str] = "numeric"
     options: ClassVar[tuple[str, ...]] = ("transform", "encoding")
 
@@ -217,6 +218,7 @@ class NumericEncoder(Encoder):
         encoder.transform_kind = transform
         if transform == "log":
             encoder.minimum = float(state["sample"]["min"]) if len(sample) else 0.0
+            encoder.maximum = float(state["sample"]["max"]) if len(sample) else None
             encoder.shift = numeric.log_shift(encoder.minimum)
             logs = numeric.log_values(sample, encoder.minimum, encoder.shift)
             encoder.mean = float(logs.mean()) if len(logs) else 0.0
@@ -270,7 +272,8 @@ class NumericEncoder(Encoder):
     def target_transform(self) -> dict | None:
         """The transform a target's values are decoded through (Task.values), as plain data."""
         if self.transform_kind == "log":
-            return {"type": "log", "minimum": self.minimum, "shift": self.shift}
+            found = {"type": "log", "minimum": self.minimum, "shift": self.shift}
+            return found if self.maximum is None else {**found, "maximum": self.maximum}
         if self.transform_kind == "quantile":
             return {"type": "quantile", "quantiles": list(self.quantiles)}
         return None
@@ -291,6 +294,8 @@ class NumericEncoder(Encoder):
         data = {"type": self.type, "column": self.column, "mean": self.mean, "std": self.std}
         if self.transform_kind == "log":
             data.update(transform="log", minimum=self.minimum, shift=self.shift)
+            if self.maximum is not None:
+                data["maximum"] = self.maximum
         elif self.transform_kind == "quantile":
             data.update(transform="quantile", quantiles=list(self.quantiles))
         if self.encoding is not None:
@@ -305,6 +310,7 @@ class NumericEncoder(Encoder):
             data["column"], data["mean"], data["std"], data.get("transform"), data.get("minimum", 0.0), data.get("shift", 0.0),
             list(quantiles) if quantiles is not None else None,
             {k: list(v) if isinstance(v, list) else v for k, v in encoding.items()} if encoding is not None else None,
+            data.get("maximum"),
         )  # fmt: skip
 
 

@@ -130,6 +130,11 @@ def test_a_target_transform_is_undone_by_decode(transform):
 
     task = Task.of(STANDARDIZED, "values", encoder)
     assert task.target_type == NUMERIC and torch.allclose(task.values(encoder.numbers(series)), encoder.decode(encoder.numbers(series)))
+    # an output far past the training values decodes to their range, not to exp of it
+    far = encoder.decode(torch.tensor([40.0, -40.0])).tolist()
+    assert far == pytest.approx([series.max(), series.min()], rel=1e-3 if transform == "log" else 1e-9)
+    again = NumericEncoder.from_dict(encoder.to_dict())
+    assert again.decode(torch.tensor([40.0])).item() == pytest.approx(far[0])
 
 
 def test_piecewise_linear_is_in_zero_one_and_counts_the_bins_below():
