@@ -21,6 +21,7 @@ from dltrain.errors import CheckpointError, ConfigError, DataError, DltrainError
 from dltrain.memory import settled
 from dltrain.plan import Plan, make_plan
 from dltrain.rundir import RunDir, RunLock, lock_run, make_run_dir, remove_if_unused
+from dltrain.tracking import tracker_for
 from dltrain.train import progress as progress_module
 from dltrain.train.device import resolve_device
 from dltrain.train.diagnose import SMALL_SPLIT, diagnose, patience_for
@@ -108,7 +109,7 @@ def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group
         try:
             # from here on a signal is answered with a last.pt that --resume can start from
             with catch_signals() as stop:
-                sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
+                sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard="tensorboard" in plan.train.loggers, tracker=tracker_for(plan, run_path) if group.main else None)
                 if group.main:
                     sink.record()
                 trainer = _trainer(plan, parts, sink, device, progress, stop, group, watch)
@@ -157,7 +158,7 @@ def _resume_locked(run_path: Path, overrides: list[str], allow_changed_data: boo
         parts = build(plan, data, world=group.world, loss=recipe.loss)  # the loss as recorded: balanced weights and all
     device = _device(plan, group)
     with catch_signals() as stop:
-        sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard=plan.train.logger == "tensorboard")
+        sink = RunDir(run_path, _recipe(plan, parts).to_dict(), tensorboard="tensorboard" in plan.train.loggers, tracker=tracker_for(plan, run_path) if group.main else None)
         if group.main:
             sink.record()
         trainer = _trainer(plan, parts, sink, device, progress, stop, group)
@@ -435,16 +436,21 @@ def _load_matching(model: torch.nn.Module, source: checkpoint.Checkpoint, given)
 
 
 def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path, curves: bool = True) -> FitResult:
+    status = "FAILED"
     try:
         result = trainer.fit()
+        status = "FINISHED"
     except Interrupted as stop:
         stop.run_dir = run_path
+        status = "KILLED"  # last.pt is written: --resume goes on with the same MLflow run
         raise
     finally:
         if curves and trainer.group.main and (run_path / "metrics.csv").exists():
             from dltrain.tools.plot import leave_curves
 
             leave_curves(run_path, trainer.higher)  # drawn by a process of its own: the prompt does not wait
+        if trainer.group.main:
+            trainer.sink.finish(status)  # train.logger: mlflow: the run's files as artifacts
     monitor = trainer.settings.monitor
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), result.history[-1] if result.history else {})
     train = parts.data.splits["train"]

@@ -88,6 +88,7 @@ def make_plan(config: str | Path | dict | LoadedConfig, overrides: list[str] | t
     if cfg.config is not None:  # the shape is right: the values can be checked against the registries
         data = _data_spec(cfg, problems)
         problems += _metric_problems(cfg)
+        problems += _logger_problems(cfg)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return Plan(cfg, data, layers, loss, loss_registry().get(loss.name), optimizer, scheduler, interval)
@@ -206,6 +207,15 @@ def _column(column) -> Column:
     if isinstance(column, str):
         return Column(column)
     return Column(column.column, column.type, dict(column.model_extra or {}))
+
+
+def _logger_problems(cfg: LoadedConfig) -> list[Problem]:
+    """train.logger: mlflow needs the mlflow package: said now, not after the first epoch."""
+    from dltrain.tracking import mlflow_missing
+
+    if "mlflow" in cfg.config.train.loggers and mlflow_missing():
+        return [cfg.problem(("train", "logger"), "mlflow is an optional extra: pip install 'dltrain[mlflow]' (or pip install mlflow), or leave mlflow out of train.logger")]
+    return []
 
 
 def _metric_problems(cfg: LoadedConfig) -> list[Problem]:

@@ -57,8 +57,8 @@ def make_run_dir(out: str | Path | None, out_dir: str | Path, name: str) -> Path
 
 def remove_if_unused(path: Path, keep_folder: bool) -> None:
     """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its name)."""
-    if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json", LOCK}:
-        for name in ("config.yaml", "data.json", LOCK):
+    if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json", LOCK, "mlflow.json"}:
+        for name in ("config.yaml", "data.json", LOCK, "mlflow.json"):
             (path / name).unlink(missing_ok=True)
         if not keep_folder:
             path.rmdir()
@@ -153,13 +153,14 @@ def _kill_hint(holder: str) -> str:
 class RunDir:
     """The files of one run. It is the trainer's `Sink`: metrics rows and checkpoints go here."""
 
-    def __init__(self, path: Path, recipe: dict, tensorboard: bool = False):
+    def __init__(self, path: Path, recipe: dict, tensorboard: bool = False, tracker=None):
         self.path = Path(path)
         # what every checkpoint holds besides the trainer's state (Recipe.to_dict); a password in a
         # database url is never written, here or in config.yaml and data.json (data/sources.py)
         self.recipe = {**recipe, "config": redact_secrets(recipe["config"]), "data": redact_secrets(recipe["data"])}
         self.history: list[dict] = []
         self.board = _tensorboard(self.path) if tensorboard else None
+        self.tracker = tracker  # train.logger: mlflow (dltrain.tracking), made on rank 0 alone
         # Every file is renamed into place whole (a killed process never leaves half of one); the
         # epoch's files are fsynced every SYNC_EVERY seconds and when training ends, not per epoch.
         self.unsynced: set[Path] = set()
@@ -176,6 +177,8 @@ class RunDir:
             stale.unlink(missing_ok=True)
         self.history = [dict(r) for r in history]
         self._write_metrics()
+        if self.tracker is not None:  # a new MLflow run, or on --resume the one mlflow.json names
+            self.tracker.start(self.recipe["config"], self.recipe["data"], self.history)
 
     def epoch_row(self, row: dict) -> None:
         self.history.append(dict(row))
@@ -185,6 +188,8 @@ class RunDir:
                 if key != "epoch" and isinstance(value, float):
                     self.board.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
             self.board.flush()
+        if self.tracker is not None:
+            self.tracker.epoch(row)
 
     def _write_metrics(self) -> None:
         if not self.history:
@@ -220,6 +225,11 @@ class RunDir:
             pass  # a disk that cannot sync now said so when it was written to
         self.unsynced.clear()
         self.synced_at = time.monotonic()
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Training ended (FINISHED; KILLED by a signal, after last.pt; FAILED): the run's files to MLflow."""
+        if self.tracker is not None:
+            self.tracker.finish(status)
 
     def _write(self, write, path: Path) -> None:
         try:

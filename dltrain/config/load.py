@@ -77,10 +77,19 @@ class LoadedConfig:
         return data
 
     def _absolute_source(self, source: str | Source, path: tuple) -> str | dict:
+        from dltrain.data.remote import is_remote  # a url (s3://, https://) is no path on this machine
+
         if isinstance(source, str):
-            return str(self.resolve_path(source, path))
+            return source if is_remote(source) else str(self.resolve_path(source, path))
         result = source.model_dump(exclude_none=True)
-        if source.path:
+        if is_remote(source.path) and source.type != "huggingface":
+            return result
+        if source.path and source.type == "huggingface":
+            try:  # a local dataset's folder; a hub name stays as it is
+                result["path"] = str(self.resolve_path(source.path, (*path, "path")))
+            except ConfigError:
+                pass
+        elif source.path:
             result["path"] = str(self.resolve_path(source.path, (*path, "path")))
         if source.url and source.url.startswith("sqlite:///"):
             result["url"] = "sqlite:///" + str(self.resolve_path(source.url[len("sqlite:///") :], (*path, "url")))

@@ -21,10 +21,12 @@ class _Section(BaseModel):
 class Source(_Section):
     """Where a table comes from: a file path, or an SQL url and query."""
 
-    type: str | None = Field(None, description="csv, tsv, parquet, json, jsonl, sql; default: from the extension")
-    path: str | None = Field(None, description="a file, relative to the config file's folder")
+    type: str | None = Field(None, description="csv, tsv, parquet, json, jsonl, sql, huggingface; default: from the extension")
+    path: str | None = Field(None, description="a file, relative to the config file's folder (huggingface: a dataset's folder or hub name)")
     url: str | None = Field(None, description="sql only: `sqlite:///path/to.db`, or an SQLAlchemy url")
     query: str | None = Field(None, description="sql only: the query that gives the table")
+    split: str | None = Field(None, description="huggingface only: the dataset's split to read (train, test, ...); default: train")
+    config: str | None = Field(None, description="huggingface only: the dataset's configuration name, where it has several")
 
 
 class Column(BaseModel):
@@ -107,6 +109,16 @@ class EarlyStopping(_Section):
     min_delta: float = Field(0.0, ge=0, description="the smallest change that counts as improvement")
 
 
+LoggerName = Literal["csv", "tensorboard", "mlflow"]
+
+
+class MLflow(_Section):
+    """train.logger: mlflow: where the runs go (the optional extra: pip install 'dltrain[mlflow]')."""
+
+    tracking_uri: str | None = Field(None, description="the tracking server or store; default: MLFLOW_TRACKING_URI, else MLflow's own default")
+    experiment: str | None = Field(None, description="the experiment's name; default: the config's name")
+
+
 class Train(_Section):
     epochs: int = Field(10, gt=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N, mps")
@@ -119,7 +131,10 @@ class Train(_Section):
     early_stopping: EarlyStopping | None = None
     metrics: list[str] | None = Field(None, description="default: by task")
     out_dir: str = Field("runs", description="where run directories go, relative to the current folder")
-    logger: Literal["csv", "tensorboard"] = "csv"
+    logger: LoggerName | list[LoggerName] = Field(
+        "csv", description="csv, tensorboard, mlflow, or a list of them; metrics.csv is written whichever is given"
+    )
+    mlflow: MLflow = Field(default_factory=MLflow, description="train.logger: mlflow: {tracking_uri, experiment}")
     deterministic: bool = False
     threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
         0.5, description="binary targets: the positive class's probability above which a row is positive; auto: the one that maximizes F1 on the validation split"
@@ -129,6 +144,12 @@ class Train(_Section):
     @classmethod
     def _precision_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """train.logger as a tuple of names, csv always among them."""
+        names = [self.logger] if isinstance(self.logger, str) else list(self.logger)
+        return tuple(dict.fromkeys(["csv", *names]))
 
 
 class Tune(_Section):
@@ -173,6 +194,7 @@ SECTIONS.update(
         ("model",): (Model,),
         ("train",): (Train,),
         ("train", "early_stopping"): (EarlyStopping,),
+        ("train", "mlflow"): (MLflow,),
         ("tune",): (Tune,),
     }
 )

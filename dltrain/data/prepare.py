@@ -25,6 +25,7 @@ from dltrain.data.encoders import (
     MAX_CATEGORIES,
     CategoryEncoder,
     Encoder,
+    Inferred,
     NumericEncoder,
     encoder_class,
     fit_encoder,
@@ -99,6 +100,9 @@ def prepare(spec: DataSpec, loss: str, form: str) -> Prepared:
     `loss` names the loss in messages; `form` is the target tensor it takes (dltrain.task).
     """
     table = open_table(spec.sources, spec.in_memory)
+    fixed = _fixed_types(spec)
+    if spec.target.type is None and fixed.get(spec.target.name) in ("category", "binary"):
+        spec = replace(spec, target=replace(spec.target, type=fixed[spec.target.name]))
     label, sample = table.label, table.sample()
     _require_column(sample, spec.target.name, ("data", "target"), label)
     if spec.split_column is not None:
@@ -106,7 +110,7 @@ def prepare(spec: DataSpec, loss: str, form: str) -> Prepared:
     reports: list[ColumnReport] = []
     labels = table.columns([c for c in (spec.target.name, spec.split_column) if c is not None])
     split = LabelsAndSplit.make(spec, labels, table.file_rows(), loss, form, label, reports)
-    plan = _inputs(spec, sample, reports, label)
+    plan = _inputs(spec, sample, reports, label, fixed)
     encoders, digest = _fit_inputs(plan, table, split.rows, reports, spec.on_error, spec.cache)
     schema = _schema(spec, encoders, split.target, reports, label)
     splits, skipped = make_splits(table, schema, split.targets(labels[spec.target.name], form))
@@ -152,7 +156,7 @@ def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], i
     `changed(what)` is called, with what differs, when the data's content is not what the run trained
     on: the table's rows, or (runs that recorded them) the bytes of the files of these splits.
     """
-    table = open_table(recorded_sources(info), in_memory)
+    table = open_table(_current(recorded_sources(info)), in_memory)
     recorded = {name: np.asarray(info["indices"].get(name, []), dtype=np.int64) for name in names}
     if changed is not None and (what := _what_changed(info, table, schema, recorded)) is not None:
         changed(what)
@@ -162,7 +166,7 @@ def rebuild(info: dict, schema: DataSchema, form: str, names: tuple[str, ...], i
 def split_targets(info: dict, schema: DataSchema, form: str, name: str) -> torch.Tensor:
     """The encoded targets of one split of a run, read from its target column alone (no inputs
     decoded): what a baseline that ignores the inputs needs."""
-    table = open_table(recorded_sources(info), False)
+    table = open_table(_current(recorded_sources(info)), False)
     recorded = {name: np.asarray(info["indices"].get(name, []), dtype=np.int64)}
     return _targets(table, schema, form, recorded)[name][0]
 
@@ -219,6 +223,14 @@ def recorded_sources(info: dict) -> dict[str, ResolvedSource]:
     if "files" in described:
         return {name: _recorded(d) for name, d in described["files"].items()}
     return {"": _recorded(described)}
+
+
+def _current(sources: dict[str, ResolvedSource]) -> dict[str, ResolvedSource]:
+    """Recorded sources read from urls (s3://, https://), with their objects' identities as they are
+    now: they are fetched again (from the cache where unchanged), and the fingerprint says what changed."""
+    from dltrain.data.remote import current
+
+    return {name: current(source) for name, source in sources.items()}
 
 
 def _recorded(described: dict) -> ResolvedSource:
@@ -413,9 +425,25 @@ def _target_type(target: Column, series: pd.Series, loss: str, form: str) -> tup
     raise DataError(f"{loss} does not fit: {found}. {fix}", key=("loss",))
 
 
-def _inputs(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) -> list[tuple[str, str, dict]]:
+_FIXED = Inferred("-", "the dataset's feature")
+
+
+def _fixed_types(spec: DataSpec) -> dict[str, str]:
+    """The column types a source's own schema fixes: a Hugging Face dataset's features (a ClassLabel,
+    an Image, a list of numbers); a target whose feature cannot be one is a DataError here."""
+    fixed: dict[str, str] = {}
+    for source in spec.sources.values():
+        if source.type == "huggingface":
+            from dltrain.data.huggingface import check_target, column_types
+
+            check_target(source, spec.target.name)
+            fixed.update({name: type_ for name, type_ in column_types(source).items() if type_})
+    return fixed
+
+
+def _inputs(spec: DataSpec, table: pd.DataFrame, reports: list, label: str, fixed: dict | None = None) -> list[tuple[str, str, dict]]:
     """(column, type, options) of each input, given or inferred; a media column must be the only one."""
-    plan = _input_plan(spec, table, reports, label)
+    plan = _input_plan(spec, table, reports, label, fixed or {})
     media = [name for name, type_, _ in plan if type_ in ENCODERS.entries and not ENCODERS.get(type_).tabular]
     if media and len(plan) > 1:
         others = [name for name, _, _ in plan if name != media[0]]
@@ -428,7 +456,7 @@ def _inputs(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) -> l
     return plan
 
 
-def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) -> list[tuple[str, str, dict]]:
+def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str, fixed: dict) -> list[tuple[str, str, dict]]:
     plan = []
     reserved = {spec.target.name, spec.split_column, spec.id} - {None}
     if spec.id is not None:
@@ -441,8 +469,8 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
             _require_column(table, column.name, ("data", "inputs", index), label)
             if column.name in reserved:
                 raise DataError(f"column '{column.name}' cannot be an input: it is the target, split or id column", key=("data", "inputs", index))
-            inferred = infer_type(table[column.name], is_target=False)
-            type_ = column.type or inferred.type
+            inferred = _FIXED if column.name in fixed else infer_type(table[column.name], is_target=False)
+            type_ = column.type or fixed.get(column.name) or inferred.type
             plan.append((column.name, type_, column.options))
             reports.append(ColumnReport(column.name, "input", type_, "given" if column.type else inferred.reason))
         return plan
@@ -454,6 +482,10 @@ def _input_plan(spec: DataSpec, table: pd.DataFrame, reports: list, label: str) 
         if series.isna().all():
             warn(f"column '{name}' is empty: left out of the inputs")
             reports.append(ColumnReport(name, "ignored", "-", "empty"))
+            continue
+        if name in fixed:  # the dataset's own feature says it: no inference, no id guess
+            plan.append((name, fixed[name], {}))
+            reports.append(ColumnReport(name, "input", fixed[name], _FIXED.reason))
             continue
         inferred = infer_type(series, is_target=False)
         # file paths differ in every row by nature; other such columns are ids

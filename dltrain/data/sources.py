@@ -8,7 +8,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pandas as pd
 
 from dltrain.components import Registry, suggest
 from dltrain.console import warn
+from dltrain.data.remote import is_remote, local_copy
 from dltrain.errors import DataError, first_line
 
 EXTENSIONS = {
@@ -45,9 +46,17 @@ class ResolvedSource:
     # own (sql_order); "columns": ORDER BY every column; "query": as the query or the database gives
     # them, as runs recorded before dltrain imposed an order were read
     order: str | None = None
+    # huggingface: the split read (train, test, ...) and the dataset's configuration name
+    split: str | None = None
+    config: str | None = None
+    # a url read through fsspec (s3://, gs://, az://, https://): the object's identity when it was read
+    # (its ETag and version; for a folder prefix, a hash of its objects' identities)
+    etag: str | None = None
+    # a remote source's cached copy: the url it was fetched from (how messages name it); never recorded
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "origin"}
 
     @classmethod
     def from_dict(cls, data: dict) -> ResolvedSource:
@@ -56,10 +65,18 @@ class ResolvedSource:
     @property
     def label(self) -> str:
         """How messages name it."""
+        if self.origin:
+            return self.origin
+        if self.type == "huggingface":
+            return f"{self.path} ({'config ' + self.config + ', ' if self.config else ''}split {self.split or 'train'})"
         return self.path or f"{redact_url(self.url or '')} ({self.query})"
 
     def files(self) -> list[str]:
         """The files or folders it reads on this machine (an SQLite database's file; none for a server)."""
+        if self.type == "huggingface" and self.path and not os.path.isabs(self.path):
+            return []  # a hub name: in the Hugging Face cache, or downloaded
+        if self.path and is_remote(self.path):
+            return []  # fetched into the cache when read
         if self.path:
             return [self.path]
         if self.url and self.url.startswith("sqlite:///"):
@@ -173,6 +190,18 @@ def _folder_reader(kind: str) -> Callable[[ResolvedSource], pd.DataFrame]:
         return ENCODERS.get(kind).folder_table(Path(source.path))
 
     return read
+
+
+def _read_huggingface(source: ResolvedSource) -> pd.DataFrame:
+    from dltrain.data.huggingface import read
+
+    return read(source)
+
+
+def _chunks_huggingface(source: ResolvedSource, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    from dltrain.data.huggingface import chunks
+
+    yield from chunks(source, rows, columns)
 
 
 def sql_order(source: ResolvedSource) -> str:
@@ -411,6 +440,7 @@ SOURCES: Registry[Callable[[ResolvedSource], pd.DataFrame]] = Registry(
         "images": _folder_reader("image"),
         "audio": _folder_reader("audio"),
         "video": _folder_reader("video"),
+        "huggingface": _read_huggingface,
     },
 )
 
@@ -441,6 +471,15 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
     kind = source.get("type")
     path = source.get("path")
     url, query = source.get("url"), source.get("query")
+    if is_remote(path) and kind != "huggingface":
+        if url or query or source.get("split") is not None or source.get("config") is not None:
+            raise ValueError(f"a source read from a url ({path}) takes `type` and `path` alone")
+        from dltrain.data.remote import resolve_remote
+
+        resolved = resolve_remote(kind, path)
+        if resolved.type not in SOURCES.entries:
+            raise ValueError(f"unknown source type '{resolved.type}'.{suggest(resolved.type, SOURCES.names())} Known: {', '.join(SOURCES.names())}")
+        return resolved
     if kind is None:
         if path is None:
             kind = "sql" if url else None
@@ -457,6 +496,10 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
     if kind not in SOURCES.entries:
         raise ValueError(f"unknown source type '{kind}'.{suggest(kind, SOURCES.names())} Known: {', '.join(SOURCES.names())}")
     key_prefix = ("path",) if len(source) > 1 or "type" in source else ()
+    if kind != "huggingface" and (source.get("split") is not None or source.get("config") is not None):
+        raise ValueError(f"`split` and `config` belong to huggingface sources, not {kind}")
+    if kind == "huggingface":
+        return _huggingface_source(source, resolve, key_prefix)
     if kind == "sql":
         if not query:
             raise ValueError("an sql source needs a `query` (for example: select * from my_table)")
@@ -482,12 +525,35 @@ def resolve_source(source: Any, resolve: Callable[[str, tuple], Path]) -> Resolv
     return ResolvedSource(kind, path=str(resolved))
 
 
+def _huggingface_source(source: dict, resolve: Callable[[str, tuple], Path], key_prefix: tuple) -> ResolvedSource:
+    """A local dataset's folder made absolute; a hub name (`name`, `owner/name`) that is no folder here kept as it is."""
+    from dltrain.data.huggingface import looks_like_hub_name
+
+    path, split, config = source.get("path"), source.get("split"), source.get("config")
+    if not path:
+        raise ValueError("a huggingface source needs a `path`: a folder written by save_to_disk, a folder of data files, or a hub name")
+    if source.get("url") or source.get("query"):
+        raise ValueError("`url` and `query` belong to sql sources, not huggingface")
+    for key, value in (("split", split), ("config", config)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"a huggingface source's `{key}` is a name, found {value!r}")
+    try:
+        found = str(resolve(path, key_prefix))
+    except Exception:  # not here: a hub name, or a path that is wrong
+        if not looks_like_hub_name(path):
+            raise
+        found = path
+    return ResolvedSource("huggingface", path=found, split=split or "train", config=config)
+
+
 @contextmanager
 def _reading(source: ResolvedSource):
     """Any problem reading `source` becomes a DataError that names it."""
     try:
         yield
-    except DataError:
+    except DataError as error:
+        if source.origin:  # a url's copy in the cache: named by the url
+            raise DataError(str(error).replace(source.path, source.origin.rstrip("/")), error.key) from None
         raise
     except FileNotFoundError:
         raise DataError(f"{source.label}: file not found") from None
@@ -499,6 +565,7 @@ def _reading(source: ResolvedSource):
 
 def read_table(source: ResolvedSource) -> pd.DataFrame:
     """Read a whole table; any problem is a DataError that names the file."""
+    source = local_copy(source)  # a url: its copy in the cache
     with _reading(source):
         table = SOURCES.get(source.type)(source)
     return _checked(table, source)
@@ -510,7 +577,7 @@ def _checked(table: pd.DataFrame, source: ResolvedSource) -> pd.DataFrame:
     if len(table) == 0:
         raise DataError(f"{source.label}: the table has a header ({', '.join(map(str, table.columns))}) but no rows")
     table.columns = [str(c) for c in table.columns]
-    if source.path and source.type not in FOLDER_TYPES:
+    if source.path and not source.origin and source.type not in (*FOLDER_TYPES, "huggingface"):  # huggingface: absolute already
         _absolute_file_paths(table, Path(source.path).parent)
     duplicated = table.columns[table.columns.duplicated()].tolist()
     if duplicated:
@@ -545,12 +612,13 @@ def _chunks_whole(source: ResolvedSource, rows: int, columns: list[str] | None) 
     yield table[columns] if columns else table
 
 
-CHUNK_READERS = {"csv": _chunks_csv, "tsv": _chunks_csv, "parquet": _chunks_parquet, "jsonl": _chunks_jsonl, "sql": _chunks_sql}
+CHUNK_READERS = {"csv": _chunks_csv, "tsv": _chunks_csv, "parquet": _chunks_parquet, "jsonl": _chunks_jsonl, "sql": _chunks_sql, "huggingface": _chunks_huggingface}
 
 
 def read_chunks(source: ResolvedSource, rows: int = 65536, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The table in chunks of at most `rows` rows, each indexed by its rows' positions in the whole table."""
     reader = CHUNK_READERS.get(source.type, _chunks_whole)
+    source = local_copy(source)  # a url: its copy in the cache
     start = 0
     with _reading(source):
         for chunk in reader(source, rows, columns):

@@ -189,7 +189,7 @@ def test_unknown_extension_says_what_is_accepted(tmp_path):
         resolve_source("t.xlsx", resolver(tmp_path))
     message = str(error.value)
     assert message.startswith("cannot tell the type of 't.xlsx' from its name: give {type: ..., path: ...}")
-    assert "audio, csv, images, json, jsonl, parquet, sql, tsv, video" in message
+    assert "audio, csv, huggingface, images, json, jsonl, parquet, sql, tsv, video" in message
     assert ".parquet" in message and ".sqlite" in message
 
 
@@ -198,7 +198,7 @@ def test_unknown_type_suggests_the_closest(tmp_path):
         resolve_source({"type": "parqet", "path": "t.parquet"}, resolver(tmp_path))
     assert (
         str(error.value)
-        == "unknown source type 'parqet'. Did you mean 'parquet'? Known: audio, csv, images, json, jsonl, parquet, sql, tsv, video"
+        == "unknown source type 'parqet'. Did you mean 'parquet'? Known: audio, csv, huggingface, images, json, jsonl, parquet, sql, tsv, video"
     )
 
 
