@@ -514,8 +514,22 @@ def export(
     _run(action, heavy="dltrain.export")
 
 
+def _known_tempdir() -> None:
+    """Name the temporary folder instead of letting Python probe for one by writing a file in each
+    candidate: on a full disk the probe fails, and libraries that ask for it at import (dill, which
+    torch.utils.data imports when it is installed) would stop a command that writes nothing there."""
+    import tempfile
+
+    if tempfile.tempdir is None:
+        for candidate in (os.environ.get("TMPDIR"), os.environ.get("TEMP"), os.environ.get("TMP"), "/tmp", "/var/tmp"):
+            if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+                tempfile.tempdir = candidate
+                return
+
+
 def main() -> None:
     """The `dltrain` command: the app, then an exit that skips tearing the interpreter down."""
+    _known_tempdir()
     try:
         app(prog_name="dltrain")
         code = 0
