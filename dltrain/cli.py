@@ -28,9 +28,26 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _version(value: bool) -> None:
+    """--version: dltrain's version, and torch's as installed (read from its metadata, not imported)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dltrain import __version__
+
+    try:
+        torch = f", torch {version('torch')}"
+    except PackageNotFoundError:
+        torch = ", torch not installed"
+    print(f"dltrain {__version__}{torch}")
+    raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -446,6 +463,9 @@ def schema(
                 return "https://dltrain.dev/schema/config.json" in path.read_text(errors="replace")[:500]
 
             write_output(output, text.encode(), "--output", "is not a dltrain schema", marked)
+            from dltrain.console import note
+
+            note(f"written: {output}")
 
     _run(action)
 
@@ -484,14 +504,94 @@ def plot(
 @app.command()
 def runs(
     folder: Annotated[Path, typer.Argument(help="Where the runs are.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option("--name", help="Only the runs of this name (the run folder's or the config's; a glob: iris*).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Only the runs whose data source holds this text.")] = None,
 ) -> None:
-    """A table of the runs and their best results, best first."""
+    """A table of the runs and their best results: grouped by the data they trained on, best first in each."""
 
     def action():
         from dltrain.summary import print_runs
-        from dltrain.tools.runs import list_runs
+        from dltrain.tools.runs import group_runs, list_runs
 
-        print_runs(list_runs(folder), folder)
+        rows = list_runs(folder, name, data)
+        if not rows:
+            print_runs(rows, folder if name is None and data is None else f"{folder} that match --name/--data")
+            return
+        for n, (heading, group) in enumerate(group_runs(rows)):
+            print(("\n" if n else "") + heading)
+            print_runs(group, folder)
+
+    _run(action)
+
+
+cache_app = typer.Typer(help="What dltrain keeps in its cache folder (DLTRAIN_CACHE, ~/.cache/dltrain), and clearing it.", no_args_is_help=False)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback(invoke_without_command=True)
+def _cache(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="The listing as JSON.")] = False,
+) -> None:
+    """The cache folder, each entry in it with its size and file count, and the total (as cache list)."""
+    if context.invoked_subcommand is None:
+        cache_list(as_json)
+
+
+@cache_app.command("list")
+def cache_list(
+    as_json: Annotated[bool, typer.Option("--json", help="The listing as JSON.")] = False,
+) -> None:
+    """The cache folder, each entry in it with its size and file count, and the total."""
+
+    def action():
+        from dltrain.tools.cache import human, list_cache
+
+        listing = list_cache()
+        if as_json:
+            import json
+
+            sys.stdout.write(json.dumps(listing.as_dict(), indent=1) + "\n")
+            return
+        if not listing.exists:
+            print(f"{listing.folder}: empty (the folder is not there yet; set DLTRAIN_CACHE to cache elsewhere)")
+            return
+        print(f"{listing.folder}:")
+        width = max([len(e.name) for e in listing.entries] + [5])
+        for entry in listing.entries:
+            print(f"  {entry.name:<{width}}  {human(entry.bytes):>10}  {entry.files} file(s)")
+        print(f"  {'total':<{width}}  {human(listing.bytes):>10}  {listing.files} file(s)")
+
+    _run(action)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Clear without asking.")] = False,
+) -> None:
+    """Remove everything in the cache folder; the next run decodes or fetches what it needs again."""
+
+    def action():
+        import click
+
+        from dltrain.tools.cache import check_clearable, clear_cache, human, list_cache
+
+        listing = list_cache()
+        if not listing.exists or not listing.entries:
+            print(f"{listing.folder}: already empty")
+            return
+        check_clearable(listing.folder)
+        try:
+            agreed = yes or typer.confirm(f"remove {listing.files} file(s), {human(listing.bytes)}, from {listing.folder}?", default=False, err=True)
+        except (typer.Abort, click.exceptions.Abort):  # no answer (stdin closed): as no
+            agreed = False
+        if not agreed:
+            if not yes and not sys.stdin.isatty():  # the answer (or none) was not echoed: end the prompt's line
+                sys.stderr.write("\n")
+            _print_error("nothing removed: answer y, or give --yes to clear without asking")
+            raise typer.Exit(1)
+        clear_cache(listing.folder)
+        print(f"cleared {listing.folder}: {listing.files} file(s), {human(listing.bytes)} removed")
 
     _run(action)
 

@@ -384,10 +384,7 @@ def _trainer(plan: Plan, parts: Parts, sink: RunDir, device: torch.device, progr
         seed=plan.seed,
         choose_threshold=train.threshold == "auto",
     )
-    keys = ["train_loss", *(f"train_{m}" for m in parts.metrics[:1])]
-    if "val" in splits:
-        keys += ["val_loss", *(f"val_{m}" for m in parts.metrics)]
-    bar = progress_module.choose(keys, progress and group.main)
+    bar = progress_module.choose(parts.metrics, train.monitor, progress and group.main)
     return Trainer(job, settings, sink, device=device, progress=bar, stop=stop, group=group, watch=watch)
 
 
@@ -463,7 +460,15 @@ def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path, curves: b
         best,
         monitor,
         result.stopped_early,
-        diagnose(result.history, baseline, len(parts.data.splits["val"]) if "val" in parts.data.splits else None, result.stopped_early),
+        diagnose(
+            result.history,
+            baseline,
+            len(parts.data.splits["val"]) if "val" in parts.data.splits else None,
+            result.stopped_early,
+            plan.train.early_stopping is not None,
+            monitor,
+            result.best_epoch,
+        ),
         f"{files.type}s" if files is not None else "rows",
         trainer.group.main,
         result.pruned,

@@ -371,7 +371,7 @@ def load_ensemble(folder: Path) -> Ensemble:
     return Ensemble(folder, members)
 
 
-def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch_size: int | None, tally: _Tally) -> pd.DataFrame:
+def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch_size: int | None, tally: _Tally) -> tuple[pd.DataFrame, np.ndarray]:
     """predict's columns for one chunk, from every fold's model: the mean of their probabilities
     (the class with the largest; a binary target's positive class above the folds' mean threshold),
     or of their values."""
@@ -409,28 +409,36 @@ def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch
     else:
         values = [m.task.values(run_model(m, x[torch.from_numpy(common[r])], batch_size)).cpu().numpy() for m, (x, r) in zip(ensemble.members, encoded)]
         columns["prediction"] = np.mean(values, axis=0)
-    return pd.DataFrame(columns, index=range(int(common.sum())))
+    return pd.DataFrame(columns, index=range(int(common.sum()))), common
+
+
+ROW = "row"  # predict's column naming each input row by its position (from 0, as overrides count), when no id names it
 
 
 def _predictions(
     loaded: LoadedRun | Ensemble, input: str | Path | pd.DataFrame, batch_size: int | None, rows: int, tally: _Tally, query: str | None = None
 ) -> Iterator[pd.DataFrame]:
     """The predictions of the input's rows, chunk by chunk, in the input's order; the chunks'
-    warnings go to `tally`."""
-    if isinstance(loaded, Ensemble):
-        chunks, label = _input_chunks(loaded.first, input, rows, query)
-        for chunk in chunks:
-            yield _ensemble_outputs(loaded, chunk, label, batch_size, tally)
-        return
-    chunks, label = _input_chunks(loaded, input, rows, query)
+    warnings go to `tally`. Rows of a table with no id column (data.id) are named by `row`, their
+    position in the input (from 0), so a prediction can be joined back to its row."""
+    first = loaded.first if isinstance(loaded, Ensemble) else loaded
+    chunks, label = _input_chunks(first, input, rows, query)
+    offset = 0
     for chunk in chunks:
-        said: list[str] = []
-        try:
-            with collecting() as said:
-                x, readable = loaded.schema.encode_inputs(chunk, label, new=True)
-        finally:
-            tally.add(said)
-        yield decode_outputs(loaded, chunk[readable], run_model(loaded, x, batch_size))
+        if isinstance(loaded, Ensemble):
+            frame, readable = _ensemble_outputs(loaded, chunk, label, batch_size, tally)
+        else:
+            said: list[str] = []
+            try:
+                with collecting() as said:
+                    x, readable = loaded.schema.encode_inputs(chunk, label, new=True)
+            finally:
+                tally.add(said)
+            frame = decode_outputs(loaded, chunk[readable], run_model(loaded, x, batch_size))
+        if not echoed_columns(first, chunk.head(0)):  # no id or file column names the rows
+            frame.insert(0, ROW if ROW not in frame.columns else f"_{ROW}", offset + np.flatnonzero(readable))
+        offset += len(chunk)
+        yield frame
 
 
 @dataclass

@@ -193,44 +193,76 @@ def baseline_verdict(metrics: dict[str, float], baselines: list, rows: int) -> s
     return None
 
 
+def _layer_arguments(arguments, budget: int = 44) -> str:
+    """The list's arguments column: inferred (italic) and required names, then the optional ones while they fit."""
+    from rich.markup import escape
+
+    shown = [f"[italic]{escape(a.name)}*[/italic]" if a.inferred else escape(a.name + ("..." if a.many else "")) for a in arguments if a.inferred or a.required]
+    length = sum(len(a.name) + 3 for a in arguments if a.inferred or a.required)
+    optional = [a for a in arguments if not (a.inferred or a.required)]
+    for index, argument in enumerate(optional):
+        text = f"{argument.name}={argument.default!r}"
+        left = len(optional) - index
+        if length + len(text) + 2 > budget and (left > 1 or length + len(text) + 2 > budget + 12):
+            shown.append(f"+{left} optional")
+            break
+        shown.append(escape(text))
+        length += len(text) + 2
+    return ", ".join(shown)
+
+
 def print_layers() -> None:
     from dltrain.model.registry import describe_layer, layer_registry
 
-    table = Table(show_edge=False, header_style="bold")
-    for name in ("layer", "what it does", "arguments (inferred by dltrain in italics)"):
-        table.add_column(name, overflow="fold")
+    table = Table(show_edge=False, header_style="bold", expand=True)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("what it does", ratio=5)
+    table.add_column("arguments (* inferred)", ratio=3)
     for name in layer_registry().names():
         entry, arguments = describe_layer(name)
-        shown = ", ".join(f"[italic]{a.name}[/italic]" if a.inferred else a.text() for a in arguments)
-        table.add_row(name + (" (dltrain)" if entry.own else ""), entry.summary[:70], shown)
+        ours = entry.factory.__module__.startswith("dltrain")
+        table.add_row(name + (" (dltrain)" if ours else ""), entry.summary, _layer_arguments(arguments))
     out().print(table)
-    out().print("dltrain layers NAME shows one layer's arguments in full.", markup=False)
+    out().print("dltrain layers NAME shows one layer's arguments in full, with an example.", markup=False)
 
 
 def print_layer(name: str) -> None:
     from dltrain.components import ComponentError
     from dltrain.errors import UsageError
-    from dltrain.model.registry import describe_layer
+    from dltrain.model.registry import describe_layer, layer_examples
 
     try:
         entry, arguments = describe_layer(name)
     except ComponentError as error:
         raise UsageError(str(error)) from None
     console = out()
-    console.print(f"[bold]{entry.name}[/bold]" + ("  (dltrain's own layer)" if entry.own else f"  (torch.nn.{entry.name})"))
-    if entry.summary:
-        console.print(entry.summary, markup=False)
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("argument", "default", "note"):
-        table.add_column(column)
-    for argument in arguments:
-        note = "inferred from the layer before" if argument.inferred else ("required" if argument.required else "")
-        default = "" if argument.required or argument.inferred else repr(argument.default)
-        table.add_row(argument.name, default, note)
-    console.print(table)
-    given = [a for a in arguments if a.required]
-    example = f"{entry.name}: {', '.join('...' for _ in given)}" if given else entry.name
-    console.print(f"in a config: - {example if len(given) != 1 else entry.name + ': ...'}", markup=False)
+    ours = entry.factory.__module__.startswith("dltrain")  # Flatten is dltrain's entry but torch's class
+    console.print(f"[bold]{entry.name}[/bold]" + ("  (dltrain's own layer)" if ours else f"  (torch.nn.{entry.factory.__name__})"))
+    if entry.description:
+        console.print(entry.description, markup=False)
+    if arguments:
+        table = Table(show_edge=False, header_style="bold")
+        table.add_column("argument", no_wrap=True)
+        table.add_column("default", overflow="fold")
+        table.add_column("what it is", ratio=1)
+        for argument in arguments:
+            value = argument.default
+            default = "" if argument.required or argument.inferred else getattr(value, "__name__", None) if callable(value) else repr(value)
+            note = argument.note
+            described = argument.description.rstrip(".")
+            if argument.inferred and len(described) > 60:  # how dltrain fills it matters more than torch's words
+                described = ""
+            what = "; ".join(part for part in (described, note if note != "required" else "") if part)
+            if argument.required:
+                what = "required" + (f": {what}" if what else "")
+            table.add_row(argument.name + ("..." if argument.many else ""), default, what, end_section=False)
+        console.print(table)
+    else:
+        console.print("no arguments", markup=False)
+    inferred = [a.name for a in arguments if a.inferred]
+    console.print("in a config, under model.layers" + (f" ({', '.join(inferred)} left out: dltrain fills it in)" if inferred else "") + ":", markup=False)
+    for line in layer_examples(entry.name):
+        console.print(f"  - {line}", markup=False)
 
 
 def print_runs(rows, folder) -> None:

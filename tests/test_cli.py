@@ -25,6 +25,7 @@ BARS = [
 def test_shipped_config_reaches_its_bar(workdir, cli, name, metric, bar):
     result = cli("fit", f"configs/{name}.yaml")
     assert result.code == 0, result.output
+    assert "Overfitting" not in result.output and "Warning" not in result.output  # the examples as a newcomer sees them
     run = workdir / "runs" / name
     assert f"Run directory: {run.relative_to(workdir)}" in result.stdout or str(run) in result.output
     for file in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "data.json"):
@@ -114,13 +115,14 @@ def test_predict_gives_class_names_and_probabilities(workdir, cli):
     result = cli("predict", "r", "rows.csv", "--output", "predictions.csv")
     assert result.code == 0, result.output
     predictions = pd.read_csv("predictions.csv")
-    assert list(predictions.columns) == ["prediction", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    assert list(predictions.columns) == ["row", "prediction", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    assert list(predictions["row"]) == list(range(len(predictions)))  # each prediction names its input row, from 0
     assert set(predictions["prediction"]) <= {"setosa", "versicolor", "virginica"}
     sums = predictions.filter(like="prob_").sum(axis=1)
     assert sums.sub(1).abs().max() < 1e-5
     assert (predictions["prediction"] == table["species"]).mean() > 0.9
     to_stdout = cli("predict", "r", "rows.csv")
-    assert to_stdout.stdout.splitlines()[0] == "prediction,prob_setosa,prob_versicolor,prob_virginica"
+    assert to_stdout.stdout.splitlines()[0] == "row,prediction,prob_setosa,prob_versicolor,prob_virginica"
 
 
 def test_predict_copies_the_id_and_decodes_regression(workdir, cli):

@@ -218,9 +218,10 @@ def test_predict_to_standard_output_streams_and_stops_quietly_when_its_reader_do
     streamed = int(launched.stdout.split()[-1]) / 1024 - _peak_mb(wide, 10_000, "small.csv", "small_out.csv")
     assert streamed < 120, f"predict to standard output took {streamed:.0f} MB over the base: it held the table"
     printed = pd.read_csv(wide / "stdout.csv")  # one header, then every row's prediction in order
-    assert len(printed) == 300_000 and list(printed.columns) == ["prediction", "prob_a", "prob_b", "prob_c", "prob_d"]
+    assert len(printed) == 300_000 and list(printed.columns) == ["row", "prediction", "prob_a", "prob_b", "prob_c", "prob_d"]
+    assert printed["row"].is_monotonic_increasing and printed["row"].iloc[-1] == 299_999  # positions run on across chunks
     head = subprocess.Popen(command, cwd=wide, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert head.stdout.readline().startswith(b"prediction,")
+    assert head.stdout.readline().startswith(b"row,prediction,")
     head.stdout.close()  # `| head -1`: the reader stops after a line
     assert head.wait(timeout=120) == 141  # 128 + SIGPIPE, as a filter that is cut off
     assert head.stderr.read() == b""

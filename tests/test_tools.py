@@ -172,7 +172,7 @@ def test_layers_lists_every_registry_entry(cli):
 def test_one_layer_in_full(cli):
     result = cli("layers", "Conv2d")
     assert result.code == 0
-    assert "in_channels" in result.stdout and "inferred from the layer before" in result.stdout
+    assert "in_channels" in result.stdout and "inferred: the channels of the layer before" in result.stdout
     assert "kernel_size" in result.stdout and "required" in result.stdout
     assert cli("layers", "Conv2D").code == 2
 

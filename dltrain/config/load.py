@@ -216,11 +216,15 @@ def read_config(
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
+            _data_not_config(path, origin)
             raise ConfigError([Problem(origin, "", f"cannot read the config: {error}")]) from None
         try:
             raw, line_numbers = load_yaml(text, origin)
         except YamlError as error:
+            _data_not_config(path, origin)
             raise ConfigError(error.problems) from None
+        if not isinstance(raw, dict):
+            _data_not_config(path, origin)
         if raw is None:
             raise ConfigError([Problem(origin, "", "the config file is empty; it needs data, model and loss")])
         lines = {p: (origin, n) for p, n in line_numbers.items()}
@@ -239,6 +243,24 @@ def read_config(
     if problems:
         raise ConfigError(problems)
     return validate(raw, lines, origin, base)
+
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq", ".json", ".jsonl", ".ndjson", ".db", ".sqlite", ".sqlite3", ".xlsx", ".xls")
+_MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".wav", ".wave", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".npy")
+
+
+def _data_not_config(path: Path, origin: str) -> None:
+    """A data file given where a config goes (`dltrain fit data/iris.csv`): say so, and how to write
+    a config for it. Called only once the file has failed to read as a config (a .json config is one)."""
+    from dltrain.errors import UsageError
+
+    suffix = path.suffix.lower()
+    if suffix in _TABLE_SUFFIXES:
+        import shlex
+
+        raise UsageError(f"{origin} is a table, not a config: write one with dltrain init {shlex.quote(origin)} --target COLUMN")
+    if suffix in _MEDIA_SUFFIXES:
+        raise UsageError(f"{origin} is a data file, not a config: write one with dltrain init FOLDER, FOLDER holding one subfolder of files per class")
 
 
 def with_values(loaded: LoadedConfig, values: list[tuple[tuple, Any, tuple[str, int | None]]], drop: tuple[str, ...] = ()) -> LoadedConfig:

@@ -405,7 +405,9 @@ def _target_type(target: Column, series: pd.Series, loss: str, form: str) -> tup
     if type_ in TARGET_TYPES[form]:
         return type_, how
     distinct = keys(series).nunique()
-    found = f"target '{name}' is {type_} ({how if given is None else 'as given'}, {distinct} distinct values)"
+    why = how if given is None else "as given"
+    count = "" if "distinct" in why else f", {distinct} distinct values"  # the inferred reason may count them already
+    found = f"target '{name}' is {type_} ({why}{count})"
     if form == STANDARDIZED:
         fix = (
             "use CrossEntropyLoss (cross_entropy) to predict classes"

@@ -26,7 +26,9 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
 
     data = Path(data)
     if not data.exists():
-        raise UsageError(f"{data}: no such file or folder")
+        generated = ("data", "generated") in zip(data.parts, data.parts[1:])  # where `make data` writes the examples
+        hint = "; the example data under data/generated is made by the shipped generators: run make data first" if generated else ""
+        raise UsageError(f"{data}: no such file or folder{hint}")
     where = Path(output).resolve().parent if output else Path.cwd()
     try:
         source = resolve_source(str(data.resolve()), lambda value, key: Path(value))
@@ -332,9 +334,28 @@ def _cnn(dims: int) -> list[str]:
     ]
 
 
+SCHEMA = Path("schema") / "dltrain.schema.json"
+
+
+def schema_line(folder: Path) -> str:
+    """The comment that gives editors (the YAML language server: VS Code, Neovim, JetBrains) the
+    config's JSON Schema, relative to the config's folder: the schema of the dltrain checkout this
+    runs from, or one in a folder above the config (`dltrain schema -o schema/dltrain.schema.json`
+    writes it). Empty when there is none to point at."""
+    import os
+
+    candidates = [parent / SCHEMA for parent in (folder, *folder.parents)]
+    candidates.append(Path(__file__).resolve().parents[2] / SCHEMA)  # a checkout of dltrain
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        return ""
+    return f"# yaml-language-server: $schema={Path(os.path.relpath(found, folder)).as_posix()}\n"
+
+
 def init(data: str | Path, target: str | None = None, output: str | Path | None = None) -> str:
     """Write the starter config to `output` (never over an existing file), or return it."""
     text = starter_config(data, target, output)
+    text = schema_line(Path(output).resolve().parent if output is not None else Path.cwd()) + text
     if output is not None:
         path = Path(output)
         if path.exists():

@@ -33,9 +33,22 @@ class RunRow:
     best_epoch: int | None
     test: dict  # evaluate_test.json's metrics, if evaluated
     trials: int | None = None  # a tune folder: the trials of its study (best_epoch is then the best trial)
+    data: str = ""  # the data it was trained on (config.yaml's data.source), "" when not known
+    config: str = ""  # the config's name (config.yaml's name)
+
+    @property
+    def group(self) -> str:
+        """What `dltrain runs` groups it under: its data, else its config's name."""
+        return f"data: {self.data}" if self.data else f"config: {self.config or self.name}"
 
 
-def list_runs(folder: str | Path = "runs") -> list[RunRow]:
+def list_runs(folder: str | Path = "runs", name: str | None = None, data: str | None = None) -> list[RunRow]:
+    """The runs (and tune studies) under `folder`, grouped by their data and best first in each group.
+
+    `name`: only runs whose folder or config name is it (a glob: iris*); `data`: only runs whose data
+    source holds this text."""
+    from fnmatch import fnmatchcase
+
     from dltrain.train.metrics import higher_is_better
 
     folder = Path(folder)
@@ -53,11 +66,56 @@ def list_runs(folder: str | Path = "runs") -> list[RunRow]:
         if row is not None:
             rows.append(row)
 
+    if name is not None:
+        rows = [r for r in rows if fnmatchcase(r.name, name) or fnmatchcase(r.config, name)]
+    if data is not None:
+        rows = [r for r in rows if data.lower() in r.data.lower()]
+
     def order(row: RunRow):
         sign = -1 if higher_is_better(row.monitor) else 1
-        return (row.monitor, math.isnan(row.best), sign * row.best if not math.isnan(row.best) else 0)
+        return (row.group, row.monitor, math.isnan(row.best), sign * row.best if not math.isnan(row.best) else 0)
 
     return sorted(rows, key=order)
+
+
+def group_runs(rows: list[RunRow]) -> list[tuple[str, list[RunRow]]]:
+    """`rows` (as list_runs orders them) as (heading, rows) per data source, in that order."""
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    return list(groups.items())
+
+
+def read_origin(config: Path) -> tuple[str, str]:
+    """(data source, config name) of a saved config, shortened for a listing; ("", "") for what
+    cannot be read (read_monitor says what is wrong with it)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return "", ""
+    if not isinstance(value, dict):
+        return "", ""
+    section = value.get("data") if isinstance(value.get("data"), dict) else {}
+    source = section.get("source")
+    if source is None and isinstance(section.get("split"), dict):  # split: {train: FILE, ...}
+        source = section["split"].get("train")
+    name = value.get("name")
+    return _shown_source(source), name if isinstance(name, str) else ""
+
+
+def _shown_source(source) -> str:
+    if isinstance(source, dict):
+        parts = [str(source[k]) for k in ("path", "url", "query", "config", "split") if source.get(k)]
+        return " ".join(parts)
+    if not isinstance(source, str):
+        return ""
+    try:
+        path = Path(source)
+        return str(path.relative_to(Path.cwd())) if path.is_absolute() and path.is_relative_to(Path.cwd()) else source
+    except (OSError, ValueError):
+        return source
 
 
 def _run_row(run: Path, higher_is_better) -> RunRow:
@@ -66,6 +124,7 @@ def _run_row(run: Path, higher_is_better) -> RunRow:
     values = frame[monitor] if monitor in frame else pd.Series(dtype=float)
     values = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
     best_index = (values.idxmax() if higher_is_better(monitor) else values.idxmin()) if len(values) else None
+    data, config = read_origin(run / "config.yaml")
     return RunRow(
         run,
         run.name,
@@ -75,6 +134,8 @@ def _run_row(run: Path, higher_is_better) -> RunRow:
         float(values[best_index]) if best_index is not None else math.nan,
         int(frame["epoch"][best_index]) if best_index is not None else None,
         read_evaluation(run, "test"),
+        data=data,
+        config=config,
     )
 
 
@@ -87,6 +148,8 @@ def _study_row(summary: Path) -> RunRow:
         raise DamagedRun(f"{summary}: not the summary that dltrain tune writes (a mapping with metric and best)")
     best = study.get("best") or {}
     test = read_evaluation(Path(best["run"]), "test") if best.get("run") else {}
+    saved = Path(best["run"]) / "config.yaml" if best.get("run") else summary.parent / "best.yaml"
+    data, config = read_origin(saved if saved.is_file() else summary.parent / "best.yaml")
     return RunRow(
         summary.parent,
         summary.parent.name,
@@ -97,6 +160,8 @@ def _study_row(summary: Path) -> RunRow:
         best.get("number"),
         test,
         int(study.get("ended", 0)),
+        data=data,
+        config=config,
     )
 
 

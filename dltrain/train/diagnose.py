@@ -11,6 +11,8 @@ NOISE = 2.0  # ... or by this many standard errors of a mean over the validation
 HIGH_SHARE = 0.8  # a loss above this share of the baseline has learned little
 STILL_FALLING = 0.99  # the last epoch's validation loss below this share of the one a few epochs before
 STILL_EPOCHS = 10  # ... in a run of at least this many epochs (a short run was asked to be short)
+MATERIAL = 0.05  # a rise of validation loss smaller than this share of the baseline loss is no hint's business
+TIED = 2  # later epochs that equal the best monitored value before a note says best.pt kept the first
 
 
 def rise_needed(val_rows: int | None) -> float:
@@ -34,12 +36,24 @@ def patience_for(patience: int, val_rows: int | None) -> int:
     return math.ceil(patience * min(MAX_SCALE, math.sqrt(SMALL_SPLIT / val_rows)))
 
 
-def diagnose(history: list[dict], baseline: float, val_rows: int | None = None, stopped_early: bool = False) -> str | None:
+def diagnose(
+    history: list[dict],
+    baseline: float,
+    val_rows: int | None = None,
+    stopped_early: bool = False,
+    early_stopping: bool = False,
+    monitor: str | None = None,
+    best_epoch: int | None = None,
+) -> str | None:
     """A hint when validation loss rose while training loss fell, when both stayed high, or when
-    the model was still improving at the last epoch.
+    the model was still improving at the last epoch; else a note when a saturated monitored metric
+    was tied by later epochs.
 
     `baseline` is the training loss of the best constant prediction (a model that learned nothing);
-    `val_rows` the size of the validation split, whose noise a rise must exceed.
+    `val_rows` the size of the validation split, whose noise a rise must exceed. A run that early
+    stopping ended gets no overfitting hint: the rise that stopped it is what it watches for, and
+    best.pt holds the epoch before it. A rise that is small next to the baseline (a loss of 0.01
+    doubling on a split classified right) is not called overfitting either.
     """
     if not history:
         return None
@@ -50,12 +64,21 @@ def diagnose(history: list[dict], baseline: float, val_rows: int | None = None, 
     if finite:
         best_val, best = min(finite)
         rise = rise_needed(val_rows)
-        if last - best >= RISING_EPOCHS and val[last] > rise * best_val and train[last] < train[best]:
+        # one epoch's dip or jump is noise: the rise is read on a moving average of SMOOTH epochs
+        smooth_val, smooth_best = _smoothed(val), _smoothed(val)[best] if len(val) else math.nan
+        ended = smooth_val[last] if math.isfinite(smooth_val[last]) else val[last]
+        lowest = min((v for v in smooth_val if math.isfinite(v)), default=best_val)
+        material = not (math.isfinite(baseline) and baseline > 0) or val[last] - best_val > MATERIAL * baseline
+        # a mean of SMOOTH epochs is steadier by sqrt(SMOOTH): so is the rise it must show
+        smooth_rise = rise_needed(val_rows * SMOOTH) if val_rows else RISE
+        rose = val[last] > rise * best_val and ended > smooth_rise * lowest and math.isfinite(smooth_best)
+        if not stopped_early and material and rose and last - best >= RISING_EPOCHS and train[last] < train[best]:
+            tries = "Dropout, optimizer.weight_decay" if early_stopping else "train.early_stopping, Dropout, optimizer.weight_decay"
             return (
                 f"Overfitting: validation loss rose from {best_val:.4g} (epoch {best + 1}) to {val[last]:.4g} "
                 f"(epoch {last + 1}) while training loss fell from {train[best]:.4g} to {train[last]:.4g}. "
-                "The model is learning the training rows by heart: try train.early_stopping, Dropout, "
-                "optimizer.weight_decay, a smaller model, or more data. best.pt holds the best epoch."
+                f"The model is learning the training rows by heart: try {tries}, a smaller model, or more data. "
+                "best.pt holds the best epoch."
             )
     if math.isfinite(baseline) and baseline > 0:
         last_val = val[-1] if math.isfinite(val[-1]) else train[-1]
@@ -69,7 +92,9 @@ def diagnose(history: list[dict], baseline: float, val_rows: int | None = None, 
     back = 5
     if not stopped_early and len(history) >= STILL_EPOCHS and math.isfinite(watched[-1]) and math.isfinite(watched[-1 - back]):
         best_at = min(range(len(watched)), key=lambda i: watched[i] if math.isfinite(watched[i]) else math.inf)
-        if best_at >= last - 1 and watched[-1] < STILL_FALLING * watched[-1 - back]:
+        fell = watched[-1 - back] - watched[-1]
+        material = not (math.isfinite(baseline) and baseline > 0) or fell > MATERIAL * baseline
+        if material and best_at >= last - 1 and watched[-1] < STILL_FALLING * watched[-1 - back]:
             which = "validation" if finite else "training"
             return (
                 f"Still learning: {which} loss fell from {watched[-1 - back]:.4g} to {watched[-1]:.4g} over the last "
@@ -77,4 +102,33 @@ def diagnose(history: list[dict], baseline: float, val_rows: int | None = None, 
                 f"undertrained rather than too small: train longer (train.epochs={2 * (last + 1)}, or go on with "
                 f"dltrain fit --resume RUN train.epochs={2 * (last + 1)})."
             )
-    return None
+    return tied(history, monitor, best_epoch)
+
+
+SMOOTH = 3
+
+
+def _smoothed(values: list[float]) -> list[float]:
+    """The mean of each epoch's value and the SMOOTH - 1 before it (fewer at the start)."""
+    out = []
+    for i in range(len(values)):
+        window = [v for v in values[max(0, i - SMOOTH + 1) : i + 1] if math.isfinite(v)]
+        out.append(sum(window) / len(window) if window else math.nan)
+    return out
+
+
+def tied(history: list[dict], monitor: str | None, best_epoch: int | None) -> str | None:
+    """A note when later epochs equal the best value of a monitored metric (val_accuracy at 1.0 from
+    epoch 2): best.pt keeps the first of them, which a user would otherwise not know."""
+    if not monitor or monitor.endswith("loss") or best_epoch is None:
+        return None
+    best = next((r.get(monitor) for r in history if r["epoch"] == best_epoch), None)
+    if not isinstance(best, float) or not math.isfinite(best):
+        return None
+    ties = [r["epoch"] for r in history if r["epoch"] > best_epoch and r.get(monitor) == best]
+    if len(ties) < TIED:
+        return None
+    return (
+        f"Note: {monitor} reached {best:.4f} at epoch {best_epoch} and {len(ties)} later epochs tied it; best.pt holds "
+        f"epoch {best_epoch}, the first. To keep the most confident of them, monitor the loss (train.monitor=val_loss)."
+    )

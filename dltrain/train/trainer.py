@@ -224,7 +224,7 @@ class Trainer:
             st.step_losses, st.outputs, st.targets, st.seconds = [], [], [], 0.0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        self.progress.start_epoch(epoch, s.epochs, batches, st.batch)
+        self.progress.start_epoch(epoch, s.epochs, batches, st.batch, len(split), st.step_losses)  # the bar reads the losses rarely
         self.model.train()
         self._stop_if_signalled(st.batch, start, agree=True)
         rows = split.batches(s.batch_size, batches, st.order, st.batch, g.share if g.enabled else None)
@@ -233,7 +233,7 @@ class Trainer:
         forward, loss_fn, optimizer, stop = self.forward, self.loss_fn, self.optimizer, self.stop
         transform, augment = self.job.train_transform, self.augment_generator
         keep_loss, keep_output, keep_target = st.step_losses.append, st.outputs.append, st.targets.append
-        advance = None if isinstance(self.progress, Silent) else self.progress.advance
+        advance = self.progress.advance if self.progress.live else None  # a line per epoch or nothing: no call per step
         nothing = torch.zeros((), device=self.device)
         for i, (xb, yb) in enumerate(rows, start=st.batch):
             if xb is None:  # a streamed batch of which no file could be read (data.on_error: skip)

@@ -57,7 +57,7 @@ def test_a_saved_dataset_trains_with_the_class_label_names(tmp_path):
     assert evaluated.confusion["labels"] == SPECIES
     frame = pd.read_csv(ROOT / "data" / "iris.csv")
     predicted = dltrain.predict(run, frame.drop(columns="species"))
-    assert list(predicted.columns) == ["prediction", *(f"prob_{s}" for s in SPECIES)]
+    assert list(predicted.columns) == ["row", "prediction", *(f"prob_{s}" for s in SPECIES)]
     assert set(predicted["prediction"]) <= set(SPECIES)
     assert (predicted["prediction"] == frame["species"]).mean() >= 0.8
 

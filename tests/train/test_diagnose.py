@@ -38,3 +38,57 @@ def test_a_model_still_improving_at_the_end_is_told_to_train_longer():
     assert diagnose(rows(train, val), baseline=1.1, val_rows=100, stopped_early=True) is None
     flat = [1.0, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
     assert diagnose(rows(flat, flat), baseline=1.1) is None  # at its best, but no longer falling
+
+
+def test_a_run_that_early_stopping_ended_gets_no_overfitting_hint():
+    train = [1.0, 0.6, 0.4, 0.3, 0.25, 0.2, 0.18]
+    val = [0.9, 0.6, 0.5, 0.6, 0.65, 0.7, 0.75]
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=2000).startswith("Overfitting")
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=2000, stopped_early=True) is None  # what it stopped for
+    configured = diagnose(rows(train, val), baseline=1.1, val_rows=2000, early_stopping=True)
+    assert configured.startswith("Overfitting") and "train.early_stopping" not in configured
+
+
+def test_a_rise_that_is_small_next_to_the_baseline_is_not_overfitting():
+    """A loss of 0.01 that doubles on a split classified right is confidence, not learning by heart."""
+    train = [0.5, 0.1, 0.03, 0.02, 0.015, 0.012, 0.01]
+    val = [0.4, 0.08, 0.01, 0.012, 0.015, 0.018, 0.02]
+    assert diagnose(rows(train, val), baseline=1.1, val_rows=2000) is None
+
+
+def test_a_saturated_monitor_tied_by_later_epochs_gets_a_note():
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5 / e, "val_accuracy": a} for e, a in enumerate([0.9, 1.0, 1.0, 1.0, 1.0], 1)]
+    note = diagnose(history, baseline=1.1, val_rows=30, monitor="val_accuracy", best_epoch=2)
+    assert note.startswith("Note: val_accuracy reached 1.0000 at epoch 2 and 3 later epochs tied it; best.pt holds epoch 2")
+    assert diagnose(history, baseline=1.1, val_rows=30, monitor="val_loss", best_epoch=5) is None
+
+
+def test_real_fits_an_overfit_and_an_underfit_model_are_told_apart(tmp_path):
+    """60 rows of noise under a wide network trained long: overfitting; a network trained at a
+    rate too small to move: underfitting."""
+    import numpy as np
+    import pandas as pd
+
+    import dltrain
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(400, 10)), columns=[f"x{i}" for i in range(10)])
+    frame["y"] = np.where(frame["x0"] + rng.normal(0, 1.5, 400) > 0, "a", "b")
+    frame.to_csv(tmp_path / "noisy.csv", index=False)
+
+    def fit(layers, lr, epochs):
+        return dltrain.fit(
+            {
+                "seed": 0,
+                "data": {"source": str(tmp_path / "noisy.csv"), "target": "y", "batch_size": 16, "split": {"train": 0.5, "val": 0.5}},
+                "model": {"layers": layers},
+                "loss": "CrossEntropyLoss",
+                "optimizer": {"type": "Adam", "lr": lr},
+                "train": {"epochs": epochs, "out_dir": str(tmp_path / "runs")},
+            },
+            progress=False,
+        )
+
+    wide = [{"Linear": 256}, "ReLU", {"Linear": 256}, "ReLU", {"Linear": "auto"}]
+    assert fit(wide, 0.003, 40).hint.startswith("Overfitting")
+    assert fit([{"Linear": 4}, "ReLU", {"Linear": "auto"}], 1e-6, 5).hint.startswith("Underfitting")

@@ -1,0 +1,23 @@
+"""What the README's first hour does: a config written by init into configs/ passes the schema
+test as the shipped ones do, and validates against the committed schema."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+
+def test_init_into_configs_writes_the_schema_line_the_shipped_configs_have(workdir, cli, root):
+    (workdir / "schema").mkdir()
+    (workdir / "schema" / "dltrain.schema.json").write_text((root / "schema" / "dltrain.schema.json").read_text())
+    made = cli("init", "data/penguins.csv", "--target", "species", "-o", "configs/mine.yaml")
+    assert made.code == 0, made.output
+    text = (workdir / "configs" / "mine.yaml").read_text()
+    assert text.startswith("# yaml-language-server: $schema=../schema/dltrain.schema.json\n")
+    import jsonschema
+
+    jsonschema.validate(yaml.safe_load(text), json.loads((workdir / "schema" / "dltrain.schema.json").read_text()))
+    elsewhere = cli("init", "data/penguins.csv", "--target", "species", "-o", "deep/down/other.yaml")
+    assert (workdir / "deep" / "down" / "other.yaml").read_text().startswith("# yaml-language-server: $schema=../../schema/dltrain.schema.json\n")
+    assert elsewhere.code == 0
