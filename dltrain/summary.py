@@ -121,8 +121,20 @@ def print_fit(result: FitResult) -> None:
     if result.best_epoch is None:
         console.print(f"\nNo epoch improved {result.monitor}. Run directory: {result.run_dir}")
     else:
-        shown = "  ".join(f"{k} {_number(v)}" for k, v in result.best.items() if k.startswith("val_") or k == "train_loss")
-        console.print(f"\n[bold]Best epoch {result.best_epoch}[/bold] of {len(result.history)} ({result.monitor}): {shown}")
+        from dltrain.train.progress import SHORT, bare
+
+        head = f"Best epoch {result.best_epoch} of {len(result.history)} ({result.monitor}):"
+        shown, width = [], len(head)
+        for key, value in result.best.items():  # val_ figures in short names, within 100 columns
+            if not (key.startswith("val_") or key == "train_loss") or not isinstance(value, float):
+                continue
+            name = key if key in ("train_loss", "val_loss") else SHORT.get(bare(key), bare(key))
+            text = f"{name} {_number(value)}"
+            if width + 2 + len(text) > 100 and key != result.monitor:
+                continue
+            shown.append(text)
+            width += 2 + len(text)
+        console.print(f"\n[bold]{head}[/bold] {'  '.join(shown)}")
     if result.threshold is not None:
         console.print(f"Decision threshold: {result.threshold:.4f}, the one that maximizes F1 on the validation split (kept in best.pt: evaluate and predict use it)")
     if result.stopped_early:

@@ -41,7 +41,7 @@ def test_two_processes_match_one_and_write_one_run(project, cli, monkeypatch):
     evaluated = cli("evaluate", "runs/penguins", "--json")
     assert evaluated.code == 0 and '"accuracy"' in evaluated.stdout
     predicted = cli("predict", "runs/penguins", "data/penguins.csv")
-    assert predicted.code == 0 and predicted.stdout.startswith("prediction,prob_Adelie")
+    assert predicted.code == 0 and predicted.stdout.startswith("row,prediction,prob_Adelie")
 
 
 def test_resume_under_torchrun(project):
