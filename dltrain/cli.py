@@ -351,6 +351,7 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions here: CSV, or TSV, Parquet, JSON lines by the suffix (default: CSV on standard output).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per batch.")] = None,
     query: Annotated[Optional[str], typer.Option("--query", help="Predict the rows of this SQL query on INPUT, a database (passwords as ${VAR} or PGPASSWORD).")] = None,
+    on_error: Annotated[Optional[str], typer.Option("--on-error", help="skip: leave unreadable files out with a warning; raise: stop (default: the run's data.on_error).")] = None,
 ) -> None:
     """Predict a table's rows: a CSV with the id, the prediction and each class's probability."""
 
@@ -359,11 +360,11 @@ def predict(
         from dltrain.inference import predict_chunks
 
         if output is None:  # chunk by chunk as they are made: memory holds one chunk
-            for n, chunk in enumerate(predict_chunks(run, input, batch_size, query=query)):
+            for n, chunk in enumerate(predict_chunks(run, input, batch_size, query=query, on_error=on_error)):
                 sys.stdout.write(chunk.to_csv(index=False, header=n == 0))
                 sys.stdout.flush()
         else:
-            result = run_predict(run, input, output, batch_size, query=query)
+            result = run_predict(run, input, output, batch_size, query=query, on_error=on_error)
             from dltrain.console import note
 
             note(f"{len(result)} predictions written to {output}")

@@ -200,8 +200,16 @@ def result_name(split: str, data: str | Path | None = None) -> str:
 
 
 def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
-    """Every row of a table file that has a target the model knows, encoded as training did."""
-    table = read_input(data)
+    """Every row of a table file (or, for a model of files, a folder of class subfolders, as fit
+    reads one) that has a target the model knows, encoded as training did."""
+    files = loaded.schema.files
+    if files is not None and Path(data).is_dir():
+        from dltrain.data.encoders import ENCODERS
+
+        table = ENCODERS.get(files.type).folder_table(Path(data))
+        table = table.rename(columns={"path": files.column, "label": loaded.schema.target.column})
+    else:
+        table = read_input(data)
     target = loaded.schema.target.column
     if target not in table.columns:
         raise DataError(f"{data}: the target column '{target}' is not in it; its columns: {', '.join(table.columns)}")
@@ -371,7 +379,9 @@ def load_ensemble(folder: Path) -> Ensemble:
     return Ensemble(folder, members)
 
 
-def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch_size: int | None, tally: _Tally) -> tuple[pd.DataFrame, np.ndarray]:
+def _ensemble_outputs(
+    ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch_size: int | None, tally: _Tally, on_error: str | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """predict's columns for one chunk, from every fold's model: the mean of their probabilities
     (the class with the largest; a binary target's positive class above the folds' mean threshold),
     or of their values."""
@@ -380,7 +390,7 @@ def _ensemble_outputs(ensemble: Ensemble, chunk: pd.DataFrame, label: str, batch
         said: list[str] = []
         try:
             with collecting() as said:
-                encoded.append(member.schema.encode_inputs(chunk, label, new=True))
+                encoded.append(member.schema.encode_inputs(chunk, label, new=True, on_error=on_error))
         finally:
             if n == 0:  # the same cells, the same warnings: said once
                 tally.add(said)
@@ -416,7 +426,13 @@ ROW = "row"  # predict's column naming each input row by its position (from 0, a
 
 
 def _predictions(
-    loaded: LoadedRun | Ensemble, input: str | Path | pd.DataFrame, batch_size: int | None, rows: int, tally: _Tally, query: str | None = None
+    loaded: LoadedRun | Ensemble,
+    input: str | Path | pd.DataFrame,
+    batch_size: int | None,
+    rows: int,
+    tally: _Tally,
+    query: str | None = None,
+    on_error: str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The predictions of the input's rows, chunk by chunk, in the input's order; the chunks'
     warnings go to `tally`. Rows of a table with no id column (data.id) are named by `row`, their
@@ -426,12 +442,12 @@ def _predictions(
     offset = 0
     for chunk in chunks:
         if isinstance(loaded, Ensemble):
-            frame, readable = _ensemble_outputs(loaded, chunk, label, batch_size, tally)
+            frame, readable = _ensemble_outputs(loaded, chunk, label, batch_size, tally, on_error)
         else:
             said: list[str] = []
             try:
                 with collecting() as said:
-                    x, readable = loaded.schema.encode_inputs(chunk, label, new=True)
+                    x, readable = loaded.schema.encode_inputs(chunk, label, new=True, on_error=on_error)
             finally:
                 tally.add(said)
             frame = decode_outputs(loaded, chunk[readable], run_model(loaded, x, batch_size))
@@ -459,6 +475,7 @@ def predict(
     batch_size: int | None = None,
     chunk_rows: int | None = None,
     query: str | None = None,
+    on_error: str | None = None,
 ) -> pd.DataFrame | Written:
     """Predictions for a table (without its target), or for image files, a folder of them or a glob.
     `run` is a run directory, a checkpoint, or a `dltrain cv` folder: its fold models together.
@@ -470,14 +487,16 @@ def predict(
     table is, and the file appears whole or not at all; what is returned is then a `Written`.
 
     With `query`, the input is an SQLite file or a database url, and the rows are the query's, in
-    its order, fetched `chunk_rows` at a time.
+    its order, fetched `chunk_rows` at a time. `on_error`: `skip` leaves unreadable files out with a
+    warning (`raise`: an error naming them); default: the run's data.on_error.
     """
+    _check_on_error(on_error)
     if output is not None:
         output = _output_path(output, input)
     loaded = load_predictor(run)
     tally = _Tally()
     try:
-        frames = _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)
+        frames = _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query, on_error)
         if output is None:
             found = list(frames)
             return found[0] if len(found) == 1 else pd.concat(found, ignore_index=True)
@@ -487,16 +506,26 @@ def predict(
 
 
 def predict_chunks(
-    run: str | Path, input: str | Path | pd.DataFrame, batch_size: int | None = None, chunk_rows: int | None = None, query: str | None = None
+    run: str | Path,
+    input: str | Path | pd.DataFrame,
+    batch_size: int | None = None,
+    chunk_rows: int | None = None,
+    query: str | None = None,
+    on_error: str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The predictions of `predict`, one DataFrame per chunk of `chunk_rows` input rows, as they are
     made: memory holds one chunk, whatever the length of the input (predict to standard output)."""
     loaded = load_predictor(run)
     tally = _Tally()
     try:
-        yield from _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query)
+        yield from _predictions(loaded, input, batch_size, chunk_rows or CHUNK_ROWS, tally, query, on_error)
     finally:
         tally.say()
+
+
+def _check_on_error(on_error: str | None) -> None:
+    if on_error not in (None, "skip", "raise"):
+        raise UsageError(f"--on-error must be skip or raise, found {on_error!r}")
 
 
 def _write_predictions(output: Path, frames: Iterator[pd.DataFrame]) -> int:

@@ -69,7 +69,7 @@ def print_check(parts: Parts) -> None:
     for name, justify in (("#", "right"), ("layer", "left"), ("arguments", "left"), ("output shape", "left"), ("parameters", "right")):
         model.add_column(name, justify=justify)
     model.add_row("", "input", "", _shape(data.input_spec.shape), "")
-    number = 0
+    number = -1  # from 0, as overrides (model.layers.0.Linear=64) and errors count the layers
     for info in parts.layers:
         if info.depth == 0:
             number += 1

@@ -21,3 +21,12 @@ def test_init_into_configs_writes_the_schema_line_the_shipped_configs_have(workd
     elsewhere = cli("init", "data/penguins.csv", "--target", "species", "-o", "deep/down/other.yaml")
     assert (workdir / "deep" / "down" / "other.yaml").read_text().startswith("# yaml-language-server: $schema=../../schema/dltrain.schema.json\n")
     assert elsewhere.code == 0
+
+
+def test_checks_model_table_counts_layers_as_overrides_and_errors_do(workdir, cli):
+    shown = cli("check", "configs/iris.yaml")
+    assert shown.code == 0, shown.output
+    first = next(line for line in shown.stdout.splitlines() if "Linear" in line)
+    assert first.split()[0] == "0"  # the layer model.layers.0 names
+    wrong = cli("check", "configs/iris.yaml", "model.layers.0.Linear=abc")
+    assert wrong.code == 2 and "model.layers.0" in wrong.stderr

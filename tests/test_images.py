@@ -45,6 +45,9 @@ def test_shapes_train_to_the_readme_bar_and_predict_new_images(workdir, cli):
     accuracy = json.loads(evaluated.stdout)["metrics"]["accuracy"]
     assert accuracy >= 0.95, accuracy  # the README states 0.95 as the bar
     new = make_shapes(workdir / "new", 10, seed=123)
+    labelled = cli("evaluate", "runs/shapes", "--data", new, "--json")  # a class folder, as fit reads one
+    assert labelled.code == 0, labelled.output
+    assert json.loads(labelled.stdout)["rows"] == 40 and json.loads(labelled.stdout)["metrics"]["accuracy"] >= 0.9
     predicted = cli("predict", "runs/shapes", new, "--output", "p.csv")
     assert predicted.code == 0, predicted.output
     frame = pd.read_csv("p.csv")
@@ -108,6 +111,12 @@ def test_a_truncated_image_stops_with_its_name_or_is_skipped(tmp_path, cli):
     assert "could not be read and were skipped" in skipped.stderr and "00003.png" in skipped.stderr
     rows = json.loads((tmp_path / "b" / "data.json").read_text())["rows"]
     assert sum(rows.values()) == 80 - 2 + 1  # 80 generated, one broken, plus notes.png which is broken too
+    # predict has a switch of its own: the run's data.on_error is not what a predict of new files should be held to
+    refused = cli("predict", tmp_path / "b", folder / "square", "--on-error", "raise")
+    assert refused.code == 2 and "--on-error skip for predict" in refused.stderr.replace("\n", " ")
+    kept = cli("predict", tmp_path / "b", folder / "square", "--on-error", "skip", "-o", tmp_path / "p.csv")
+    assert kept.code == 0, kept.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 19 and "00003.png" in kept.stderr  # the broken one left out, named
 
 
 @pytest.mark.parametrize(

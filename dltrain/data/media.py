@@ -345,8 +345,8 @@ def check_failures(failed: list[tuple[str, str]], on_error: str, what: str) -> N
         shown = "; ".join(f"{path}: {why}" for path, why in failed[:5])
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         raise DataError(
-            f"{len(failed)} {what}(s) cannot be read: {shown}{more}. Fix or remove them, or set data.on_error: skip "
-            "to leave them out with a warning"
+            f"{len(failed)} {what}(s) cannot be read: {shown}{more}. Fix or remove them, or leave them out with a "
+            "warning: data.on_error: skip in the config for fit and evaluate, --on-error skip for predict"
         )
     shown = "; ".join(f"{path} ({why})" for path, why in failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""

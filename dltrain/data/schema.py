@@ -49,17 +49,20 @@ class DataSchema:
             return InputSpec(self.media.shape, self.media.dtype, self.media.vocab_size)
         return InputSpec((sum(e.width for e in self.inputs),))
 
-    def encode_inputs(self, table: pd.DataFrame, label: str, new: bool = False, cache: bool | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    def encode_inputs(
+        self, table: pd.DataFrame, label: str, new: bool = False, cache: bool | None = None, on_error: str | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
         """What the model takes for each row, and which rows could be encoded (unreadable files skipped).
 
         `new`: data from outside the run (predict, evaluate --data): values that training never saw
         are counted in a warning, since the model reads them as unknown. `cache`: whether decoded
         files are kept in the disk cache (by default as the run was trained; never for files that
-        exist once, such as a server's uploads).
+        exist once, such as a server's uploads). `on_error`: skip or raise for unreadable files, in
+        place of the run's data.on_error (predict --on-error).
         """
         self._check_columns(table.columns.tolist(), label)
         if self.media is not None:
-            return self.media.encode(table[self.media.column], self.cache if cache is None else cache, self.on_error)
+            return self.media.encode(table[self.media.column], self.cache if cache is None else cache, on_error or self.on_error)
         if new:
             for encoder in self.inputs:
                 if isinstance(encoder, CategoryEncoder):
