@@ -142,9 +142,23 @@ def print_fit(result: FitResult) -> None:
     if result.hint:
         console.print(f"[yellow]{result.hint}[/yellow]")
     console.print(f"Run directory: {result.run_dir}")
-    console.print(f"  evaluate on the test split:  {me} evaluate {run}")
+    if _has_test_split(result.run_dir):
+        console.print(f"  evaluate on the test split:  {me} evaluate {run}")
+    else:
+        console.print(f"  evaluate (no test split):    {me} evaluate {run} --data LABELLED.csv")
     example = "NEW_ROWS.csv" if result.inputs == "rows" else "FOLDER_OR_FILES"
-    console.print(f"  predict on new {result.inputs + ':':<14}{me} predict {run} {example} --output predictions.csv")
+    # an output named for the run: following the printed command for a second run does not meet the first's file
+    target = shlex.quote(f"{result.run_dir.name}_predictions.csv")
+    console.print(f"  predict on new {result.inputs + ':':<14}{me} predict {run} {example} --output {target}")
+
+
+def _has_test_split(run_dir: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((run_dir / "data.json").read_text())["indices"].get("test"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def print_evaluation(evaluation) -> None:

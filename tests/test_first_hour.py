@@ -30,3 +30,13 @@ def test_checks_model_table_counts_layers_as_overrides_and_errors_do(workdir, cl
     assert first.split()[0] == "0"  # the layer model.layers.0 names
     wrong = cli("check", "configs/iris.yaml", "model.layers.0.Linear=abc")
     assert wrong.code == 2 and "model.layers.0" in wrong.stderr
+
+
+def test_fit_ends_with_commands_that_run_as_printed(workdir, cli):
+    """Its evaluate line fits the run's splits, and its predict output is named for the run, so the
+    README's second example does not meet the first one's predictions file."""
+    with_test = cli("fit", "configs/iris.yaml", "train.epochs=2", "--out", "runs/a")
+    assert "evaluate on the test split:" in with_test.stdout and "--output a_predictions.csv" in with_test.stdout
+    without = cli("fit", "configs/iris.yaml", "train.epochs=2", "data.split={train: 0.8, val: 0.2}", "--out", "runs/b")
+    assert without.code == 0, without.output
+    assert "evaluate (no test split):" in without.stdout and "--data LABELLED.csv" in without.stdout
