@@ -141,15 +141,28 @@ def print_fit(result: FitResult) -> None:
         console.print(f"Stopped early: {result.monitor} did not improve for the patience given.")
     if result.hint:
         console.print(f"[yellow]{result.hint}[/yellow]")
-    console.print(f"Run directory: {result.run_dir}")
+    console.print(f"Run directory: {result.run_dir}", markup=False, highlight=False)
     if _has_test_split(result.run_dir):
-        console.print(f"  evaluate on the test split:  {me} evaluate {run}")
+        steps = [("evaluate on the test split:", f"{me} evaluate {run}")]
     else:
-        console.print(f"  evaluate (no test split):    {me} evaluate {run} --data LABELLED.csv")
+        steps = [("evaluate (no test split):", f"{me} evaluate {run} --data LABELLED.csv")]
     example = "NEW_ROWS.csv" if result.inputs == "rows" else "FOLDER_OR_FILES"
     # an output named for the run: following the printed command for a second run does not meet the first's file
     target = shlex.quote(f"{result.run_dir.name}_predictions.csv")
-    console.print(f"  predict on new {result.inputs + ':':<14}{me} predict {run} {example} --output {target}")
+    steps.append((f"predict on new {result.inputs}:", f"{me} predict {run} {example} --output {target}"))
+    for line in next_steps(steps, min(console.width, 100)):
+        # soft_wrap: a command longer than the terminal stays one line to copy, never broken at a space
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def next_steps(steps: list[tuple[str, str]], width: int) -> list[str]:
+    """Each (label, command) as one aligned line when all fit the width; else each command on a line
+    of its own under its label, so that a long run path never splits a command across lines."""
+    column = max(len(label) for label, _ in steps) + 2
+    aligned = [f"  {label:<{column}}{command}" for label, command in steps]
+    if max(map(len, aligned)) <= width:
+        return aligned
+    return [line for label, command in steps for line in (f"  {label}", f"    {command}")]
 
 
 def _has_test_split(run_dir: Path) -> bool:

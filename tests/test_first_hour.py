@@ -40,3 +40,18 @@ def test_fit_ends_with_commands_that_run_as_printed(workdir, cli):
     without = cli("fit", "configs/iris.yaml", "train.epochs=2", "data.split={train: 0.8, val: 0.2}", "--out", "runs/b")
     assert without.code == 0, without.output
     assert "evaluate (no test split):" in without.stdout and "--data LABELLED.csv" in without.stdout
+
+
+def test_fit_next_steps_never_split_a_command_at_100_columns(workdir, cli):
+    """A long run path puts each command on a line of its own, whole, rather than letting the
+    terminal break it at a space; short ones stay aligned beside their labels."""
+    from dltrain.summary import next_steps
+
+    short = next_steps([("evaluate on the test split:", "dltrain evaluate runs/iris"), ("predict on new rows:", "dltrain predict runs/iris X.csv")], 100)
+    assert short == ["  evaluate on the test split:  dltrain evaluate runs/iris", "  predict on new rows:         dltrain predict runs/iris X.csv"]
+    deep = "runs/" + "a_rather_long_folder/" * 4 + "run"
+    result = cli("fit", "configs/iris.yaml", "train.epochs=1", "--out", deep)
+    assert result.code == 0, result.output
+    tail = result.stdout.splitlines()[-4:]
+    assert tail[0] == "  evaluate on the test split:" and tail[1].endswith(f"evaluate {deep}")
+    assert tail[2] == "  predict on new rows:" and tail[3].endswith(f"predict {deep} NEW_ROWS.csv --output run_predictions.csv")

@@ -40,7 +40,8 @@ def test_shapes_train_to_the_readme_bar_and_predict_new_images(workdir, cli):
     make_shapes(workdir / "data" / "generated" / "shapes", 750)
     result = cli("fit", "configs/shapes.yaml")
     assert result.code == 0, result.output
-    assert "Overfitting" not in result.output
+    for hint in ("Overfitting", "Underfitting", "Still learning", "Warning"):
+        assert hint not in result.output, result.output
     evaluated = cli("evaluate", "runs/shapes", "--json")
     accuracy = json.loads(evaluated.stdout)["metrics"]["accuracy"]
     assert accuracy >= 0.95, accuracy  # the README states 0.95 as the bar
