@@ -466,8 +466,6 @@ def _train(trainer: Trainer, plan: Plan, parts: Parts, run_path: Path, curves: b
             len(parts.data.splits["val"]) if "val" in parts.data.splits else None,
             result.stopped_early,
             plan.train.early_stopping is not None,
-            monitor,
-            result.best_epoch,
         ),
         f"{files.type}s" if files is not None else "rows",
         trainer.group.main,

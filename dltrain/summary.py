@@ -135,6 +135,13 @@ def print_fit(result: FitResult) -> None:
             shown.append(text)
             width += 2 + len(text)
         console.print(f"\n[bold]{head}[/bold] {'  '.join(shown)}")
+        ties = tied_epochs(result.history, result.monitor, result.best_epoch)
+        if len(ties) > 1:
+            console.print(
+                f"{result.monitor} {_number(result.best[result.monitor])} on {len(ties)} epochs: best.pt holds epoch "
+                f"{result.best_epoch}, the one with the lowest val_loss",
+                markup=False,
+            )
     if result.threshold is not None:
         console.print(f"Decision threshold: {result.threshold:.4f}, the one that maximizes F1 on the validation split (kept in best.pt: evaluate and predict use it)")
     if result.stopped_early:
@@ -153,6 +160,17 @@ def print_fit(result: FitResult) -> None:
     for line in next_steps(steps, min(console.width, 100)):
         # soft_wrap: a command longer than the terminal stays one line to copy, never broken at a space
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def tied_epochs(history: list[dict], monitor: str, best_epoch: int | None) -> list[int]:
+    """The epochs whose monitored metric equals the best epoch's (a saturated val_accuracy of 1.0);
+    the trainer breaks the tie by val_loss. None for a loss monitor."""
+    if monitor.endswith("loss") or best_epoch is None:
+        return []
+    best = next((r.get(monitor) for r in history if r["epoch"] == best_epoch), None)
+    if not isinstance(best, float) or best != best:
+        return []
+    return [r["epoch"] for r in history if r.get(monitor) == best]
 
 
 def next_steps(steps: list[tuple[str, str]], width: int) -> list[str]:
@@ -310,10 +328,10 @@ def print_runs(rows, folder) -> None:
         console.print(f"no runs under {folder}", markup=False)
         return
     table = Table(show_edge=False, header_style="bold")
-    for column in ("run", "date", "epochs", "monitor", "best", "at epoch", "test"):
-        table.add_column(column, justify="right" if column in ("epochs", "best", "at epoch") else "left")
+    for column in ("run", "date", "epochs", "monitor", "best", "epoch", "test"):
+        table.add_column(column, justify="right" if column in ("epochs", "best", "epoch") else "left")
     for row in rows:
-        test = "  ".join(f"{k} {_number(v)}" for k, v in row.test.items() if isinstance(v, float))
+        test = _test_figures(row.test)
         if row.test.get("data_changed") is True:
             test += "  (on changed data)"
         if row.trials is not None:  # a tune folder: one study, its best trial
@@ -322,6 +340,20 @@ def print_runs(rows, folder) -> None:
             continue
         table.add_row(row.name, row.date, str(row.epochs), row.monitor, _number(row.best), str(row.best_epoch or ""), test)
     console.print(table)
+
+
+# the test figures `runs` shows, in this order, at most RUNS_SHOWN of them: the table fits 100 columns
+RUNS_TEST = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "r2", "rmse", "mae", "loss")
+RUNS_SHOWN = 2
+
+
+def _test_figures(test: dict) -> str:
+    """A run's test metrics in short names, the main ones first (evaluate_test.json holds them all)."""
+    from dltrain.train.progress import SHORT
+
+    floats = {k: v for k, v in test.items() if isinstance(v, float)}
+    keys = [k for k in RUNS_TEST if k in floats] or list(floats)
+    return "  ".join(f"{SHORT.get(k, k)} {_number(floats[k])}" for k in keys[:RUNS_SHOWN])
 
 
 def print_tune(result, limit: int = 30) -> None:

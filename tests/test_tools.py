@@ -208,7 +208,8 @@ def test_runs_lists_best_results_best_first(workdir, cli):
     assert result.code == 0
     lines = [line for line in result.stdout.splitlines() if "val_loss" in line]
     assert lines[0].split()[0] == "long" and lines[1].split()[0] == "short"
-    assert "accuracy" in lines[0]
+    assert " acc " in lines[0] and " bal_acc " in lines[0]  # the two main test figures, short, on one line
+    assert max(map(len, result.stdout.splitlines())) <= 100 and "precision" not in result.stdout
 
 
 # ----- export

@@ -12,7 +12,6 @@ HIGH_SHARE = 0.8  # a loss above this share of the baseline has learned little
 STILL_FALLING = 0.99  # the last epoch's validation loss below this share of the one a few epochs before
 STILL_EPOCHS = 10  # ... in a run of at least this many epochs (a short run was asked to be short)
 MATERIAL = 0.05  # a rise of validation loss smaller than this share of the baseline loss is no hint's business
-TIED = 2  # later epochs that equal the best monitored value before a note says best.pt kept the first
 
 
 def rise_needed(val_rows: int | None) -> float:
@@ -42,12 +41,9 @@ def diagnose(
     val_rows: int | None = None,
     stopped_early: bool = False,
     early_stopping: bool = False,
-    monitor: str | None = None,
-    best_epoch: int | None = None,
 ) -> str | None:
     """A hint when validation loss rose while training loss fell, when both stayed high, or when
-    the model was still improving at the last epoch; else a note when a saturated monitored metric
-    was tied by later epochs.
+    the model was still improving at the last epoch.
 
     `baseline` is the training loss of the best constant prediction (a model that learned nothing);
     `val_rows` the size of the validation split, whose noise a rise must exceed. A run that early
@@ -102,7 +98,7 @@ def diagnose(
                 f"undertrained rather than too small: train longer (train.epochs={2 * (last + 1)}, or go on with "
                 f"dltrain fit --resume RUN train.epochs={2 * (last + 1)})."
             )
-    return tied(history, monitor, best_epoch)
+    return None
 
 
 SMOOTH = 3
@@ -115,20 +111,3 @@ def _smoothed(values: list[float]) -> list[float]:
         window = [v for v in values[max(0, i - SMOOTH + 1) : i + 1] if math.isfinite(v)]
         out.append(sum(window) / len(window) if window else math.nan)
     return out
-
-
-def tied(history: list[dict], monitor: str | None, best_epoch: int | None) -> str | None:
-    """A note when later epochs equal the best value of a monitored metric (val_accuracy at 1.0 from
-    epoch 2): best.pt keeps the first of them, which a user would otherwise not know."""
-    if not monitor or monitor.endswith("loss") or best_epoch is None:
-        return None
-    best = next((r.get(monitor) for r in history if r["epoch"] == best_epoch), None)
-    if not isinstance(best, float) or not math.isfinite(best):
-        return None
-    ties = [r["epoch"] for r in history if r["epoch"] > best_epoch and r.get(monitor) == best]
-    if len(ties) < TIED:
-        return None
-    return (
-        f"Note: {monitor} reached {best:.4f} at epoch {best_epoch} and {len(ties)} later epochs tied it; best.pt holds "
-        f"epoch {best_epoch}, the first. To keep the most confident of them, monitor the loss (train.monitor=val_loss)."
-    )

@@ -144,6 +144,7 @@ class _State:
     seconds: float = 0.0  # time already spent in the current epoch
     best_value: float = math.nan
     best_epoch: int | None = None
+    best_loss: float = math.nan  # the best epoch's val_loss: what breaks a tie on another monitor
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
     threshold: float | None = None  # chosen on the last epoch's validation outputs (Settings.choose_threshold)
@@ -376,9 +377,22 @@ class Trainer:
             st.best_epoch is None
             or (value > st.best_value + s.min_delta if self.higher else value < st.best_value - s.min_delta)
         )
-        best = bool(improved and _finite_weights(self.model))
+        # a tie on a metric that saturates (val_accuracy 1.0 from epoch 2 on) goes to the lower val_loss:
+        # the same answers, given with more confidence
+        loss = row.get("val_loss", math.nan)
+        tied = (
+            not improved
+            and s.monitor != "val_loss"
+            and math.isfinite(value)
+            and value == st.best_value
+            and math.isfinite(loss)
+            and math.isfinite(st.best_loss)
+            and loss < st.best_loss
+        )
+        best = bool((improved or tied) and _finite_weights(self.model))
         if best:
             st.best_value, st.best_epoch, st.bad_epochs, st.best_threshold = value, row["epoch"], 0, st.threshold
+            st.best_loss = loss
         else:
             st.bad_epochs += 1
         self._save(best)  # one state, serialized once, for last.pt (and best.pt)
@@ -426,7 +440,7 @@ class Trainer:
             "epoch": st.epoch,
             "batch": st.batch,
             "partial": ranks[0]["partial"],
-            "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs, "threshold": st.best_threshold},
+            "best": {"value": st.best_value, "epoch": st.best_epoch, "bad_epochs": st.bad_epochs, "threshold": st.best_threshold, "loss": st.best_loss},
             # a binary target's decision threshold for these weights: what evaluate and predict use
             "threshold": st.threshold if st.threshold is not None else self.job.task.threshold,
             "history": [dict(r) for r in st.history],
@@ -447,6 +461,7 @@ class Trainer:
         best = state["best"]
         st.best_value, st.best_epoch, st.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
         st.best_threshold = best.get("threshold")
+        st.best_loss = best.get("loss", math.nan)  # absent in checkpoints before ties were broken by it
         st.threshold = state.get("threshold") if self.settings.choose_threshold else None
         st.history = [dict(r) for r in state["history"]]
         own = {"partial": state.get("partial"), "rng": state["rng"]}

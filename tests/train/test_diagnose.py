@@ -1,3 +1,5 @@
+import csv
+
 from dltrain.train.diagnose import diagnose
 
 
@@ -56,11 +58,24 @@ def test_a_rise_that_is_small_next_to_the_baseline_is_not_overfitting():
     assert diagnose(rows(train, val), baseline=1.1, val_rows=2000) is None
 
 
-def test_a_saturated_monitor_tied_by_later_epochs_gets_a_note():
-    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5 / e, "val_accuracy": a} for e, a in enumerate([0.9, 1.0, 1.0, 1.0, 1.0], 1)]
-    note = diagnose(history, baseline=1.1, val_rows=30, monitor="val_accuracy", best_epoch=2)
-    assert note.startswith("Note: val_accuracy reached 1.0000 at epoch 2 and 3 later epochs tied it; best.pt holds epoch 2")
-    assert diagnose(history, baseline=1.1, val_rows=30, monitor="val_loss", best_epoch=5) is None
+def test_a_saturated_monitor_keeps_the_tied_epoch_with_the_lowest_val_loss(workdir, cli):
+    """penguins' val_accuracy is 1.0 from epoch 2: best.pt holds the epoch of those with the lowest
+    val_loss, not the first, and fit says so in one line (no hint)."""
+    import torch
+
+    result = cli("fit", "configs/penguins.yaml", "train.epochs=12", "--out", "run")
+    assert result.code == 0, result.output
+    history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader((workdir / "run" / "metrics.csv").open())]
+    top = max(r["val_accuracy"] for r in history)
+    tied = [r for r in history if r["val_accuracy"] == top]
+    assert len(tied) > 2  # the case this is about
+    lowest = min(tied, key=lambda r: r["val_loss"])
+    assert lowest["epoch"] > tied[0]["epoch"]  # a later epoch than the first to reach it
+    best = torch.load(workdir / "run" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == best["best"]["epoch"] == int(lowest["epoch"])  # best.pt is that epoch's state
+    assert f"Best epoch {int(lowest['epoch'])} of 12 (val_accuracy)" in result.stdout
+    assert f"val_accuracy 1.0000 on {len(tied)} epochs: best.pt holds epoch {int(lowest['epoch'])}, the one with the lowest val_loss" in result.stdout
+    assert "Note:" not in result.stdout and "Overfitting" not in result.stdout
 
 
 def test_real_fits_an_overfit_and_an_underfit_model_are_told_apart(tmp_path):
