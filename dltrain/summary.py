@@ -364,7 +364,9 @@ def print_tune(result, limit: int = 30) -> None:
         console.print(f"no trials in {result.folder}", markup=False)
         return
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    table = Table(show_edge=False, header_style="bold", title=f"{result.folder}: {sum(r.state in ('complete', 'pruned', 'failed') for r in rows)} of {result.trials} trials, {result.metric} {'up' if result.higher else 'down'}, best first")
+    finished = sum(r.state in ("complete", "pruned", "failed") for r in rows)
+    count = f"{finished} trials ({result.trials} asked for)" if finished > result.trials else f"{finished} of {result.trials} trials"
+    table = Table(show_edge=False, header_style="bold", title=f"{result.folder}: {count}, {result.metric} {'up' if result.higher else 'down'}, best first")
     for column in ("trial", result.metric, "epochs", "state", *keys):
         table.add_column(column, justify="right" if column in ("trial", result.metric, "epochs") else "left", overflow="fold")
     for row in rows[:limit]:

@@ -159,6 +159,11 @@ def test_another_config_on_the_same_study_is_refused(tmp_path, monkeypatch, cli)
     assert cli("tune", str(config)).code == 0
     result = cli("tune", str(config), "--trials", "2")  # more trials: the same study goes on
     assert result.code == 0 and "2 of 2 trials" in result.stdout
+    again = cli("tune", str(config), "--jobs", "2")  # the config's 1 trial, when the study holds 2: nothing to run
+    assert again.code == 0, again.output
+    assert "already has 2 finished trials of the 1 asked for: nothing to run (--trials N above 2 goes on)" in again.output
+    assert "2 trials (1 asked for)" in again.stdout and "trial 2:" not in again.output
+    assert sorted(p.name for p in (tmp_path / "runs" / "iris-tune").glob("trial-*")) == ["trial-000", "trial-001"]
     result = cli("tune", str(config), "train.epochs=3")
     assert result.code == 2 and "was made from another config" in result.output
 

@@ -105,8 +105,14 @@ def tune(
     lock = _Lock(folder / ".lock")
     with lock:  # one process makes the storage's tables and the study
         study = _study(optuna, cfg, url, storage is not None, higher, settings, wanted)
-    children = [] if worker else _spawn(config, overrides, wanted, jobs, url)
-    if not worker:
+        done, _ = _counted(study)
+    if worker:
+        children = []
+    elif done >= wanted:  # the study went past this count before (an earlier --trials 40): nothing to run
+        children = []
+        note(f"tune: {folder} already has {done} finished trials of the {wanted} asked for: nothing to run (--trials N above {done} goes on)")
+    else:
+        children = _spawn(config, overrides, wanted, jobs, url)
         note(f"tune: {wanted} trials of {cfg.name} in {folder} ({jobs} at a time), {space.metric} {'up' if higher else 'down'}; storage {_safe_url(url)}")
     stop = None
     try:
