@@ -137,14 +137,21 @@ def test_the_lock_is_released_after_sigterm(slow_run):
 
 def test_a_fit_holds_the_lock_of_its_new_run_directory(tmp_path):
     table(tmp_path / "rows.csv", 20_000)
-    config = write(tmp_path / "config.yaml", SLOW.replace("epochs: 1", "epochs: 2"))
+    # epochs enough that the fit is still training when the second command starts, however fast the
+    # machine; it is stopped by SIGTERM once that command has been refused
+    config = write(tmp_path / "config.yaml", SLOW.replace("epochs: 1", "epochs: 200"))
     run = tmp_path / "run"
     process = dltrain_process("fit", config, "--out", run)
     wait_for_holder(run, process)
     busy = dltrain_run("fit", "--resume", run)
     assert busy.returncode == 2 and f"pid {process.pid}" in busy.stderr, busy.stderr
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists():  # training: a signal is answered with a last.pt and 143
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 143, stderr
     assert lock_is_free(run)
 
 
