@@ -296,7 +296,7 @@ def tune(
 def evaluate(
     run: Annotated[Path, typer.Argument(metavar="RUN_OR_CKPT", help="A run directory (its best.pt) or a checkpoint.", show_default=False)],
     split: Annotated[str, typer.Option("--split", help="test, val or train: the run's own split.")] = "test",
-    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate a whole table file instead.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Evaluate a whole table file (or a folder of class subfolders, or a url) instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the HTML report (dltrain report) beside evaluate's JSON.")] = False,
     allow_changed_data: Annotated[
@@ -423,7 +423,7 @@ def serve(
 
 @app.command()
 def init(
-    data: Annotated[Path, typer.Argument(help="A table file, or a folder with one subfolder per class.", show_default=False)],
+    data: Annotated[str, typer.Argument(help="A table file, or a folder with one subfolder per class (or a url: s3://, gs://, az://, https://).", show_default=False)],
     target: Annotated[Optional[str], typer.Option("--target", help="The column to predict (a folder's is `label`).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it).")] = None,
 ) -> None:

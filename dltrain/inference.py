@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,16 +35,42 @@ def read_input(path: str | Path) -> pd.DataFrame:
 
 
 def _input_source(path: str | Path) -> ResolvedSource:
-    """A table file given on the command line, as a source (checked to exist and to be a table)."""
+    """A table file given on the command line, as a source (checked to exist and to be a table);
+    a url (s3://, gs://, az://, https://) is read from its copy in the cache, named by the url."""
+    if is_remote(path):
+        from dltrain.data.remote import name_of
+
+        url = str(path)
+        kind = kind_of(Path(name_of(url)))
+        _a_table(kind, url)
+        return ResolvedSource(kind, path=str(_fetched(url).resolve()), origin=url)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     kind = kind_of(path)
-    if kind == "sql":
-        raise UsageError(f"{path}: an SQLite database; say which rows to predict with --query 'SELECT ... FROM table'")
-    if kind is None:
-        raise DataError(f"{path}: expected a table file ending in {', '.join(sorted(k for k, v in EXTENSIONS.items() if v != 'sql'))}")
+    _a_table(kind, path)
     return ResolvedSource(kind, path=str(path.resolve()))
+
+
+def _a_table(kind: str | None, named: object) -> None:
+    if kind == "sql":
+        raise UsageError(f"{named}: an SQLite database; say which rows to predict with --query 'SELECT ... FROM table'")
+    if kind is None:
+        raise DataError(f"{named}: expected a table file ending in {', '.join(sorted(k for k, v in EXTENSIONS.items() if v != 'sql'))}")
+
+
+def is_remote(path: object) -> bool:
+    """A url that dltrain.data.remote reads (given as text: a Path would have lost its //)."""
+    from dltrain.data.remote import is_remote as remote
+
+    return isinstance(path, str) and remote(path)
+
+
+def _fetched(url: str) -> Path:
+    """A url on the command line, as its local copy in the cache (the fsspec extra's packages needed)."""
+    from dltrain.data.remote import fetched_input
+
+    return fetched_input(url)
 
 
 @dataclass
@@ -79,7 +106,7 @@ class Scored:
     outcome: metric_registry.Outcome
     metrics: dict[str, float]
     confusion: dict | None
-    data: Path | None = None  # the labelled file scored, when not the run's own split
+    data: str | Path | None = None  # the labelled file scored (a url as text), when not the run's own split
     data_changed: bool = False  # the own split's data changed since training, and --allow-changed-data took it
 
 
@@ -110,7 +137,7 @@ def score(
     confusion = None
     if loaded.task.is_classification:
         confusion = {"labels": list(loaded.task.classes), "matrix": outcome.confusion().tolist()}
-    return Scored(loaded, name, rows, seen, outcome, metrics, confusion, Path(data) if data is not None else None, data_changed)
+    return Scored(loaded, name, rows, seen, outcome, metrics, confusion, (data if is_remote(data) else Path(data)) if data is not None else None, data_changed)
 
 
 def evaluate(
@@ -203,10 +230,13 @@ def _labelled_rows(loaded: LoadedRun, data: str | Path) -> TensorSplit:
     """Every row of a table file (or, for a model of files, a folder of class subfolders, as fit
     reads one) that has a target the model knows, encoded as training did."""
     files = loaded.schema.files
-    if files is not None and Path(data).is_dir():
+    folder = Path(data)
+    if files is not None and is_remote(data) and kind_of(folder) is None:  # a prefix of class folders
+        folder = _fetched(str(data))
+    if files is not None and folder.is_dir():
         from dltrain.data.encoders import ENCODERS
 
-        table = ENCODERS.get(files.type).folder_table(Path(data))
+        table = ENCODERS.get(files.type).folder_table(folder)
         table = table.rename(columns={"path": files.column, "label": loaded.schema.target.column})
     else:
         table = read_input(data)
@@ -273,19 +303,30 @@ def _query_source(input: str | Path, query: str) -> ResolvedSource:
     return ResolvedSource("sql", url=f"sqlite:///{path.resolve()}", query=query, order="query")
 
 
-def _input_chunks(loaded: LoadedRun, input: str | Path | pd.DataFrame, rows: int, query: str | None = None) -> tuple[Iterator[pd.DataFrame], str]:
-    """The rows to predict, `rows` at a time, and how messages name them: a table file read chunk by
-    chunk (a JSON array is read whole), the rows of an SQL query as the database sends them, a
+def _input_chunks(
+    loaded: LoadedRun, input: str | Path | pd.DataFrame, rows: int, query: str | None = None
+) -> tuple[Iterator[pd.DataFrame], str, Callable[[str], str] | None]:
+    """The rows to predict, `rows` at a time, how messages name them, and for files fetched from a
+    url how the predictions name each (its url, not its copy in the cache): a table file read chunk
+    by chunk (a JSON array is read whole), the rows of an SQL query as the database sends them, a
     DataFrame in slices, or image paths made into the table the model expects."""
     if query is not None:
         if isinstance(input, pd.DataFrame):
             raise UsageError("a query reads a database: give its url or SQLite file as the input, not a DataFrame")
         source = _query_source(input, query)
-        return read_chunks(source, rows), source.label
+        return read_chunks(source, rows), source.label, None
     if isinstance(input, pd.DataFrame) or (loaded.schema.files is not None and kind_of(Path(input)) is None):
-        table, label = _input_table(loaded, input)
-        return (table.iloc[start : start + rows] for start in range(0, max(len(table), 1), rows)), label
-    return read_chunks(_input_source(input), rows), str(input)
+        rename = None
+        if is_remote(input):  # image, sound or clip files under a url: their mirror in the cache
+            from dltrain.data.remote import remote_name
+
+            local = _fetched(str(input))
+            table, _ = _input_table(loaded, local)
+            rename, label = functools.partial(remote_name, root=local, url=str(input)), str(input)
+        else:
+            table, label = _input_table(loaded, input)
+        return (table.iloc[start : start + rows] for start in range(0, max(len(table), 1), rows)), label, rename
+    return read_chunks(_input_source(input), rows), str(input), None
 
 
 def _input_table(loaded: LoadedRun, input: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -438,7 +479,7 @@ def _predictions(
     warnings go to `tally`. Rows of a table with no id column (data.id) are named by `row`, their
     position in the input (from 0), so a prediction can be joined back to its row."""
     first = loaded.first if isinstance(loaded, Ensemble) else loaded
-    chunks, label = _input_chunks(first, input, rows, query)
+    chunks, label, rename = _input_chunks(first, input, rows, query)
     offset = 0
     for chunk in chunks:
         if isinstance(loaded, Ensemble):
@@ -451,6 +492,8 @@ def _predictions(
             finally:
                 tally.add(said)
             frame = decode_outputs(loaded, chunk[readable], run_model(loaded, x, batch_size))
+        if rename is not None and first.schema.files is not None and first.schema.files.column in frame.columns:
+            frame[first.schema.files.column] = frame[first.schema.files.column].map(rename)
         if not echoed_columns(first, chunk.head(0)):  # no id or file column names the rows
             frame.insert(0, ROW if ROW not in frame.columns else f"_{ROW}", offset + np.flatnonzero(readable))
         offset += len(chunk)

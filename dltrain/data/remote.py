@@ -393,6 +393,27 @@ def fetched_folder(url: str, known: str | None) -> Path:
     return folder_identity(url)[0]
 
 
+def fetched_input(url: str) -> Path:
+    """A url given on the command line (predict's rows or files, evaluate --data): the local copy to
+    read, fetched into the cache as a source's is. One object is a file of the same name; a prefix
+    (a url ending in /, or naming a folder in the store) is mirrored as a folder."""
+    if not url.endswith("/"):
+        _, info = stat(url)
+        if info.get("type") != "directory":
+            return fetched_file(url, identity(info))
+    return folder_identity(url.rstrip("/") + "/")[0]
+
+
+def remote_name(local: str, root: Path, url: str) -> str:
+    """A file of a mirrored prefix (`root`, the mirror of `url`; or the one file fetched from it)
+    named by its url, as predictions name their files."""
+    try:
+        relative = Path(local).relative_to(root)
+    except ValueError:
+        return local
+    return url if str(relative) == "." else url.rstrip("/") + "/" + relative.as_posix()
+
+
 # ----- sources
 
 

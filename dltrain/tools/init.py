@@ -22,20 +22,29 @@ _TASKS = {
 def starter_config(data: str | Path, target: str | None, output: str | Path | None = None) -> str:
     """The YAML text of a starter config; paths in it are relative to where it will be written."""
     from dltrain.data.encoders import file_types, tabular_types
+    from dltrain.data.remote import is_remote, local_copy
     from dltrain.data.sources import FOLDER_TYPES, ResolvedSource, read_table, resolve_source
 
-    data = Path(data)
-    if not data.exists():
-        generated = ("data", "generated") in zip(data.parts, data.parts[1:])  # where `make data` writes the examples
-        hint = "; the example data under data/generated is made by the shipped generators: run make data first" if generated else ""
-        raise UsageError(f"{data}: no such file or folder{hint}")
-    where = Path(output).resolve().parent if output else Path.cwd()
-    try:
-        source = resolve_source(str(data.resolve()), lambda value, key: Path(value))
-    except ValueError as error:
-        raise UsageError(f"{data}: {error}") from None
-    relative = os.path.relpath(data.resolve(), where)
-    table = read_table(ResolvedSource(source.type, path=source.path))
+    if isinstance(data, str) and is_remote(data):  # s3://, gs://, az://, https://: written as it is
+        try:
+            source = resolve_source(data, lambda value, key: Path(value))
+        except ValueError as error:
+            raise UsageError(f"{data}: {error}") from None
+        relative = data
+        table = read_table(local_copy(source))
+    else:
+        data = Path(data)
+        if not data.exists():
+            generated = ("data", "generated") in zip(data.parts, data.parts[1:])  # where `make data` writes the examples
+            hint = "; the example data under data/generated is made by the shipped generators: run make data first" if generated else ""
+            raise UsageError(f"{data}: no such file or folder{hint}")
+        where = Path(output).resolve().parent if output else Path.cwd()
+        try:
+            source = resolve_source(str(data.resolve()), lambda value, key: Path(value))
+        except ValueError as error:
+            raise UsageError(f"{data}: {error}") from None
+        relative = os.path.relpath(data.resolve(), where)
+        table = read_table(ResolvedSource(source.type, path=source.path))
     folder = source.type in FOLDER_TYPES
     target = target or ("label" if folder else None)
     if target is None:
@@ -56,7 +65,7 @@ def starter_config(data: str | Path, target: str | None, output: str | Path | No
         "seed: 0                      # one seed for splits, initial weights and shuffling",
         "",
         "data:",
-        f"  source: {relative}        # relative to this file",
+        f"  source: {relative}        # " + ("read through fsspec, cached by its ETag" if relative == data else "relative to this file"),
     ]
     rows = len(table)
     id_column = None

@@ -16,6 +16,7 @@ import threading
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import ROOT, write
@@ -214,6 +215,49 @@ train: {{epochs: 3}}
     assert evaluated.code == 0, evaluated.output
     assert "changed" not in evaluated.stderr
     assert {p: p.stat().st_mtime_ns for p in cached_files(tmp_path)} == stamps  # nothing fetched again
+    # new images under a url: predicted from the mirror, named by their urls
+    predicted = cli("predict", run, f"s3://{BUCKET}/images/red/", "-o", tmp_path / "red.csv")
+    assert predicted.code == 0, predicted.output
+    rows = pd.read_csv(tmp_path / "red.csv")
+    assert len(rows) == 12 and rows["path"].str.startswith(f"s3://{BUCKET}/images/red/").all(), rows.head()
+    assert set(rows["prediction"]) <= {"red", "blue"}
+    one = cli("predict", run, f"s3://{BUCKET}/images/blue/001.png")
+    assert one.code == 0, one.output
+    assert one.stdout.splitlines()[1].startswith(f"s3://{BUCKET}/images/blue/001.png,")
+    labelled = cli("evaluate", run, "--data", url, "--json")  # a prefix of class folders, as fit reads one
+    assert labelled.code == 0, labelled.output
+    assert json.loads(labelled.stdout)["rows"] == 24
+
+
+def test_predict_and_evaluate_read_tables_from_urls(s3, web, tmp_path, cli):
+    """The rows to predict and a labelled table to evaluate may be urls too, as a source may."""
+    path = write(tmp_path / "c.yaml", json.dumps(config(str(IRIS), tmp_path / "runs")))
+    assert cli("fit", path, "--out", tmp_path / "run").code == 0
+    run = tmp_path / "run"
+    predicted = cli("predict", run, f"s3://{BUCKET}/tables/iris.csv", "-o", tmp_path / "p.csv")
+    assert predicted.code == 0, predicted.output
+    rows = pd.read_csv(tmp_path / "p.csv")
+    assert len(rows) == 150 and list(rows["row"][:3]) == [0, 1, 2]
+    assert (rows["prediction"] == pd.read_csv(IRIS)["species"]).mean() > 0.8
+    packed = cli("predict", run, f"{web}/iris.csv.gz")  # over http, compressed, to standard output
+    assert packed.code == 0, packed.output
+    assert len(packed.stdout.splitlines()) == 151
+    evaluated = cli("evaluate", run, "--data", f"s3://{BUCKET}/tables/iris.parquet", "--json")
+    assert evaluated.code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert result["rows"] == 150 and result["metrics"]["accuracy"] > 0.8
+    assert (run / "evaluate_iris.json").is_file()  # named by the file, as a local one is
+    # init on a url writes it as the source; the config fits as written
+    written = cli("init", f"s3://{BUCKET}/tables/iris.parquet", "--target", "species", "-o", tmp_path / "started.yaml")
+    assert written.code == 0, written.output
+    started = yaml.safe_load((tmp_path / "started.yaml").read_text())
+    assert started["data"]["source"] == f"s3://{BUCKET}/tables/iris.parquet"
+    trained = cli("fit", tmp_path / "started.yaml", "train.epochs=2", "--out", tmp_path / "started")
+    assert trained.code == 0, trained.output
+    for url, said in [(f"s3://{BUCKET}/tables/nope.csv", "no such object"), (f"{web}/nope.csv", "HTTP 404"), (f"s3://{BUCKET}/tables/iris.txt", "expected a table file")]:
+        wrong = cli("predict", run, url)
+        assert wrong.code == 2 and url in wrong.stderr and said in wrong.stderr, wrong.output
+        assert "Traceback" not in wrong.output
 
 
 def test_wrong_urls_are_exit_2_naming_the_url(s3, web, tmp_path, cli):
