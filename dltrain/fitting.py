@@ -119,8 +119,8 @@ def _fit_new(config, overrides: list[str], out, init_from, progress: bool, group
                     sink.start([])
                 return _train(trainer, plan, parts, run_path, curves)
         except DltrainError:
-            if group.main:  # a bad input, or training that failed before its first checkpoint
-                remove_if_unused(run_path, keep_folder=out is not None)
+            if group.main and remove_if_unused(run_path, keep_folder=out is not None):  # a bad input, or training that failed before its first checkpoint
+                note(f"{run_path} {'emptied' if out is not None else 'removed'}: the fit stopped before its first epoch")
             raise
 
 

@@ -55,13 +55,16 @@ def make_run_dir(out: str | Path | None, out_dir: str | Path, name: str) -> Path
     return path
 
 
-def remove_if_unused(path: Path, keep_folder: bool) -> None:
-    """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its name)."""
+def remove_if_unused(path: Path, keep_folder: bool) -> bool:
+    """A run that failed before its first checkpoint leaves nothing behind (the next run keeps its
+    name). True when it was removed (or, for a folder the user named, emptied)."""
     if path.is_dir() and {p.name for p in path.iterdir()} <= {"config.yaml", "data.json", LOCK, "mlflow.json"}:
         for name in ("config.yaml", "data.json", LOCK, "mlflow.json"):
             (path / name).unlink(missing_ok=True)
         if not keep_folder:
             path.rmdir()
+        return True
+    return False
 
 
 LOCK = ".lock"  # in the run directory: who writes it now (pid, host), locked with flock while they do

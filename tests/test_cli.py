@@ -283,6 +283,11 @@ def test_init_from_loads_matching_tensors(workdir, cli):
     b = torch.load(workdir / "b" / "last.pt", weights_only=True)["model"]
     assert torch.equal(a["3.bias"], b["3.bias"])  # the head fits and was loaded
     assert b["0.weight"].shape == (8, 4)  # the resized first layer was skipped
+    # no tensor fits: exit 2, and the run directory it had announced is said to be gone
+    nothing = cli("fit", "configs/penguins.yaml", "--init-from", "a")
+    assert nothing.code == 2 and "no tensor of that model fits this one" in nothing.stderr, nothing.output
+    assert "run directory: runs/penguins" in nothing.stderr and "runs/penguins removed: the fit stopped before its first epoch" in nothing.stderr
+    assert not (workdir / "runs" / "penguins").exists()
 
 
 def test_run_directories_are_never_reused(workdir, cli):
