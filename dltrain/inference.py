@@ -204,7 +204,9 @@ def baselines(scored: Scored) -> tuple[list[Baseline], str | None]:
             if tabular and not found:
                 x_eval = scored.rows.x if loaded.transform is None else loaded.transform(scored.rows.x)
                 x_train = train.x if loaded.transform is None else loaded.transform(train.x)
-                shown.append(linear(task, x_train, y_train, x_eval, y_eval, names, scored.name, int(loaded.recipe.config.get("seed") or 0)))
+                threshold = (loaded.recipe.config.get("train") or {}).get("threshold")  # the model's rule: auto, a number, or 0.5
+                seed = int(loaded.recipe.config.get("seed") or 0)
+                shown.append(linear(task, x_train, y_train, x_eval, y_eval, names, scored.name, seed, threshold="auto" if threshold == "auto" else None))
     except DataError as error:  # the train split's rows are gone from changed data
         return [], f"no baseline: {error}"
     note = f"no linear baseline: the data this run was trained on changed since ({found[0]})" if found else None

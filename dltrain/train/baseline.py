@@ -8,7 +8,7 @@ than a constant or a logistic / ridge regression would have.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -54,10 +54,23 @@ def constant(task: Task, y_train: torch.Tensor, y_eval: torch.Tensor, names: tup
 
 
 def linear(
-    task: Task, x_train: torch.Tensor, y_train: torch.Tensor, x_eval: torch.Tensor, y_eval: torch.Tensor, names: tuple[str, ...], split: str, seed: int = 0
+    task: Task,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    names: tuple[str, ...],
+    split: str,
+    seed: int = 0,
+    threshold: str | None = None,
 ) -> Baseline:
     """A linear model (multinomial or binary logistic regression, or ridge regression) on the
-    flattened encoded inputs, standardized, fitted to convergence with L-BFGS on the training split."""
+    flattened encoded inputs, standardized, fitted to convergence with L-BFGS on the training split.
+
+    A binary target's rows are called positive above the model's own threshold (`task.threshold`,
+    train.threshold as given); with `threshold="auto"` the linear model chooses its own as the model
+    did, the one that maximizes the positive class's F1, on its training split's outputs (the rows
+    scored are never used to choose it)."""
     x_train, x_eval = _flat(x_train), _flat(x_eval)
     y_train, y_eval = y_train.cpu(), y_eval.cpu()
     features = x_train.shape[1]
@@ -90,9 +103,14 @@ def linear(
         w = minimize(objective, torch.zeros((features + 1) * outputs))
     output = torch.cat([x_eval, torch.ones(x_eval.shape[0], 1)], 1) @ w.reshape(features + 1, outputs)
     if task.form == INDEX or task.form == ZERO_ONE:
-        plain = Task(task.target_type, task.form, "logits", task.classes)
-        outcome = metric_registry.Outcome(plain, output.float(), y_eval, split)
+        plain = Task(task.target_type, task.form, "logits", task.classes, threshold=task.threshold)
         what = "logistic regression"
+        if task.form == ZERO_ONE and threshold == "auto":
+            plain = replace(plain, threshold=metric_registry.best_f1_threshold(plain, design @ w.reshape(features + 1, outputs), target))
+            what += f" (threshold {plain.threshold:.3g}, the best F1 on the train split)"
+        elif task.form == ZERO_ONE and task.threshold != 0.5:
+            what += f" (threshold {task.threshold:.3g}, the model's)"
+        outcome = metric_registry.Outcome(plain, output.float(), y_eval, split)
     else:
         outcome = metric_registry.Outcome(task, output, y_eval.float().reshape(-1, 1), split)
         what = "ridge regression"

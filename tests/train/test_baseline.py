@@ -131,3 +131,23 @@ def test_a_streamed_run_gets_the_majority_but_no_linear_model(rings, tmp_path, c
     evaluation = evaluate(result.run_dir)
     assert [b.name for b in evaluation.baselines] == ["majority"]
     assert "streams its data (data.in_memory: false)" in evaluation.baseline_note
+
+
+def test_the_linear_baseline_calls_positives_by_the_models_rule():
+    """A rare positive class (about 8%) that overlaps the other: at 0.5 logistic regression calls few
+    rows positive. Under train.threshold auto it chooses its own threshold, the best F1 on its
+    training rows, as the model does; under a fixed one it takes the model's."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(0, 1, size=(6000, 4)))
+    y = (x[:, 0] + 0.5 * x[:, 1] + torch.from_numpy(rng.normal(0, 0.8, 6000)) > 2.0).double().reshape(-1, 1)
+    assert 0.04 < float(y.mean()) < 0.12
+    train, test = slice(0, 4000), slice(4000, None)
+    names = ("f1", "recall", "precision")
+    plain = linear(Task(BINARY, ZERO_ONE, "logits", ("no", "yes")), x[train], y[train], x[test], y[test], names, "test")
+    auto = linear(Task(BINARY, ZERO_ONE, "logits", ("no", "yes")), x[train], y[train], x[test], y[test], names, "test", threshold="auto")
+    assert "the best F1 on the train split" in auto.what and "threshold" not in plain.what
+    chosen = float(auto.what.split("threshold ", 1)[1].split(",")[0])
+    assert 0.1 < chosen < 0.5
+    assert auto.metrics["f1"] > plain.metrics["f1"] + 0.02 and auto.metrics["recall"] > plain.metrics["recall"]
+    fixed = linear(Task(BINARY, ZERO_ONE, "logits", ("no", "yes"), threshold=0.2), x[train], y[train], x[test], y[test], names, "test")
+    assert "(threshold 0.2, the model's)" in fixed.what and fixed.metrics["recall"] > plain.metrics["recall"]
