@@ -332,7 +332,7 @@ def evaluate(
             from dltrain.console import note
             from dltrain.tools.report import report as run_report
 
-            note(f"written: {run_report([run], split, None, data).path}")
+            note(f"written: {run_report([run], split, None, data, baseline=baseline).path}")
 
     _run(action, heavy="dltrain.inference")
 
@@ -378,8 +378,11 @@ def report(
     split: Annotated[str, typer.Option("--split", help="test, val or train: the run's own split.")] = "test",
     data: Annotated[Optional[Path], typer.Option("--data", help="Report on a labelled table file instead.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The HTML file (default: RUN/report_<split>.html).")] = None,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also show the training majority (or mean) and a linear model on the same rows, as evaluate does.")
+    ] = True,
 ) -> None:
-    """One self-contained HTML page about a run: metrics, curves, confusion matrix, ROC, calibration, worst examples."""
+    """One self-contained HTML page about a run: metrics beside the baselines, curves, confusion matrix, ROC, calibration, worst examples."""
 
     def action():
         from dltrain.console import note
@@ -388,7 +391,7 @@ def report(
 
         if split not in ("train", "val", "test"):
             raise UsageError(f"--split must be train, val or test, found {split!r}")
-        written = run_report(runs, split, output, data)
+        written = run_report(runs, split, output, data, baseline=baseline)
         note(f"written: {written.path} ({written.rows} rows of {written.runs} run(s))")
 
     _run(action, heavy="dltrain.inference")

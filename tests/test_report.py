@@ -26,8 +26,15 @@ def test_the_report_of_a_classifier_holds_evaluates_numbers_and_nothing_from_out
     evaluated = json.loads((workdir / "run" / "evaluate_test.json").read_text())
     assert _cells(page, "confusion") == [[str(v) for v in row] for row in evaluated["confusion_matrix"]["matrix"]]
     metrics = page.split("<h2>Metrics</h2>", 1)[1].split("</table>", 1)[0]
-    shown = re.findall(r"<td>([^<]*)</td>", metrics)
-    assert shown == [f"{evaluated['metrics'][k]:.4f}" for k in evaluated["metrics"]]
+    rows = metrics.split("<tr")[2:]  # the run, then its baselines, as evaluate scored them
+    assert re.findall(r"<td>([^<]*)</td>", rows[0]) == [f"{evaluated['metrics'][k]:.4f}" for k in evaluated["metrics"]]
+    assert [re.search(r"<td class='l'>([^<]*)</td>", row)[1] for row in rows[1:]] == ["majority (baseline)", "linear (baseline)"]
+    for row, (name, baseline) in zip(rows[1:], evaluated["baselines"].items()):
+        cells = re.findall(r"<td>([^<]*)</td>", row)
+        assert cells == [f"{baseline['metrics'][k]:.4f}" if k in baseline["metrics"] else "" for k in evaluated["metrics"]], name
+    assert f"linear: {evaluated['baselines']['linear']['what']}" in page
+    plain = cli("report", "run", "--no-baseline", "-o", "plain.html")
+    assert plain.code == 0 and "(baseline)" not in (workdir / "plain.html").read_text()
     for section in ("Confusion matrix", "ROC and precision-recall curves", "Calibration", "The worst-predicted examples", "permutation importance", "Data", "Model", "Config as run"):
         assert section in page
     assert "<script" not in page and not re.search(r"(src|href)=['\"]https?:", page)  # self-contained

@@ -30,7 +30,7 @@ BINS = 10  # of the reliability diagram
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0}tr.baseline td{color:#666;font-style:italic}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}img{max-width:100%}pre{background:#f7f7f7;padding:8px;overflow:auto}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumbs figure{margin:0;width:120px;font-size:12px}
 .thumbs img{width:112px;height:112px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
@@ -46,8 +46,9 @@ class Reported:
     sections: tuple[str, ...]
 
 
-def report(runs: list[str | Path], split: str = "test", output: str | Path | None = None, data: str | Path | None = None) -> Reported:
-    """Write the report of `runs` on `split` (or on a labelled file `data`); returns where."""
+def report(runs: list[str | Path], split: str = "test", output: str | Path | None = None, data: str | Path | None = None, baseline: bool = True) -> Reported:
+    """Write the report of `runs` on `split` (or on a labelled file `data`); returns where. With
+    `baseline`, the metrics table also holds the first run's baselines (evaluate's) on the same rows."""
     try:
         import matplotlib
 
@@ -68,7 +69,7 @@ def report(runs: list[str | Path], split: str = "test", output: str | Path | Non
     scored = _scored(runs, split, data)
     first = scored[0]
     parts: list[tuple[str, str]] = []
-    parts.append(("Metrics", _metrics_table(scored)))
+    parts.append(("Metrics", _metrics_table(scored, baseline)))
     parts.append(("Training curves", _img(_curves(plt, [s.loaded.run_dir for s in scored], first.loaded))))
     if first.loaded.task.is_classification:
         parts += _classes(plt, first)
@@ -144,13 +145,25 @@ def _number(value) -> str:
     return html.escape(str(value))
 
 
-def _metrics_table(scored) -> str:
+def _metrics_table(scored, baseline: bool = True) -> str:
+    """Each run's metrics; below them the first run's baselines, as evaluate scores them (the
+    training majority or mean, a linear model on the same inputs), each with what it is."""
     keys = list(dict.fromkeys(k for s in scored for k in s.metrics))
     head = "<tr><th class='l'>run</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
     rows = "".join(
         f"<tr><td class='l'>{html.escape(s.loaded.run_dir.name)}</td>" + "".join(f"<td>{_number(s.metrics.get(k, math.nan))}</td>" for k in keys) + "</tr>" for s in scored
     )
-    return f"<table>{head}{rows}</table>"
+    notes = ""
+    if baseline:
+        from dltrain.inference import baselines
+
+        found, note = baselines(scored[0])
+        for b in found:
+            rows += f"<tr class='baseline'><td class='l'>{html.escape(b.name)} (baseline)</td>" + "".join(
+                f"<td>{_number(b.metrics[k]) if k in b.metrics else ''}</td>" for k in keys
+            ) + "</tr>"
+        notes = "".join(f"<p>{html.escape(b.name)}: {html.escape(b.what)}</p>" for b in found) + (f"<p>{html.escape(note)}</p>" if note else "")
+    return f"<table>{head}{rows}</table>{notes}"
 
 
 def _curves(plt, runs: list[Path], loaded):
