@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import math
 import os
 import subprocess
 import sys
@@ -91,10 +90,11 @@ def plot(runs: list[str | Path], output: str | Path | None = None, higher: bool 
             curves += 1
             metric_curves += 1
             monitors.add(shown)
-        values = frame[monitor] if monitor in frame else frame.get("val_loss", frame["train_loss"])
-        finite = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
-        if len(finite):
-            best = finite.idxmax() if monitor in frame and higher_is_better(monitor) else finite.idxmin()
+        from dltrain.tools.runs import best_index
+
+        marked = monitor if monitor in frame else "val_loss" if "val_loss" in frame else "train_loss"
+        best = best_index(frame, marked, marked == monitor and higher_is_better(monitor))
+        if best is not None:
             for axis in (loss_axis, metric_axis):
                 axis.axvline(frame["epoch"][best], color=colour, alpha=0.35, linewidth=1)
     from matplotlib.ticker import MaxNLocator

@@ -171,7 +171,7 @@ def _curves(plt, runs: list[Path], loaded):
 
     monitor = (loaded.recipe.config.get("train") or {}).get("monitor", "val_loss")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    from dltrain.tools.runs import read_history, skipping_damaged
+    from dltrain.tools.runs import best_index, read_history, skipping_damaged
 
     for n, run in enumerate(runs):
         if not (run / "metrics.csv").is_file():
@@ -186,9 +186,8 @@ def _curves(plt, runs: list[Path], loaded):
             left.plot(frame["epoch"], frame["val_loss"], color=colour, label=f"{label} validation".strip())
         if monitor in frame:
             right.plot(frame["epoch"], frame[monitor], color=colour, label=f"{label} {monitor}".strip())
-            values = frame[monitor].dropna()
-            if len(values):
-                best = values.idxmax() if higher_is_better(monitor) else values.idxmin()
+            best = best_index(frame, monitor, higher_is_better(monitor))
+            if best is not None:
                 for axis in (left, right):
                     axis.axvline(frame["epoch"][best], color=colour, alpha=0.3)
     left.set(title="loss", xlabel="epoch")

@@ -118,12 +118,29 @@ def _shown_source(source) -> str:
         return source
 
 
+def best_index(frame: pd.DataFrame, monitor: str, higher: bool):
+    """The row of metrics.csv that best.pt holds, by the trainer's rule: the monitor's best value
+    (the largest when `higher`), and among epochs that tie it (a saturated val_accuracy), the lowest
+    val_loss. None: no finite value."""
+    values = frame[monitor] if monitor in frame else pd.Series(dtype=float)
+    values = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
+    if not len(values):
+        return None
+    best = values.max() if higher else values.min()
+    tied = values.index[values == best]
+    if len(tied) > 1 and not monitor.endswith("loss") and "val_loss" in frame:
+        losses = frame.loc[tied, "val_loss"]
+        losses = losses[losses.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
+        if len(losses):
+            return losses.idxmin()
+    return tied[0]
+
+
 def _run_row(run: Path, higher_is_better) -> RunRow:
     frame = read_history(run)
     monitor = read_monitor(run)
     values = frame[monitor] if monitor in frame else pd.Series(dtype=float)
-    values = values[values.apply(lambda v: isinstance(v, float) and math.isfinite(v))]
-    best_index = (values.idxmax() if higher_is_better(monitor) else values.idxmin()) if len(values) else None
+    best_index_ = best_index(frame, monitor, higher_is_better(monitor))
     data, config = read_origin(run / "config.yaml")
     return RunRow(
         run,
@@ -131,8 +148,8 @@ def _run_row(run: Path, higher_is_better) -> RunRow:
         time.strftime("%Y-%m-%d %H:%M", time.localtime((run / "metrics.csv").stat().st_mtime)),
         len(frame),
         monitor,
-        float(values[best_index]) if best_index is not None else math.nan,
-        int(frame["epoch"][best_index]) if best_index is not None else None,
+        float(values[best_index_]) if best_index_ is not None else math.nan,
+        int(frame["epoch"][best_index_]) if best_index_ is not None else None,
         read_evaluation(run, "test"),
         data=data,
         config=config,

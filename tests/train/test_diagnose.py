@@ -76,6 +76,13 @@ def test_a_saturated_monitor_keeps_the_tied_epoch_with_the_lowest_val_loss(workd
     assert f"Best epoch {int(lowest['epoch'])} of 12 (val_accuracy)" in result.stdout
     assert f"val_accuracy 1.0000 on {len(tied)} epochs: best.pt holds epoch {int(lowest['epoch'])}, the one with the lowest val_loss" in result.stdout
     assert "Note:" not in result.stdout and "Overfitting" not in result.stdout
+    # runs, plot and report mark the same epoch as best.pt holds
+    from dltrain.tools.runs import best_index, read_history
+
+    frame = read_history(workdir / "run")
+    assert int(frame["epoch"][best_index(frame, "val_accuracy", True)]) == int(lowest["epoch"])
+    listed = [line.split("│") for line in cli("runs", ".").stdout.splitlines() if "val_accuracy" in line and "│" in line]
+    assert int(listed[0][5]) == int(lowest["epoch"])
 
 
 def test_real_fits_an_overfit_and_an_underfit_model_are_told_apart(tmp_path):
